@@ -1,0 +1,746 @@
+"""``Context``: the one door through which a workflow touches the world.
+
+Every call made through it gets the next sequence number, in call order. When the journal
+holds a completed entry at that number, the recorded outcome is returned and nothing runs;
+otherwise the call runs and its outcome is written before the workflow moves on.
+
+Values that cost nothing to produce (``now``, ``random``, ``uuid4``) are not committed on their
+own: they ride along with the next write, and are always flushed before any step runs, so a
+value an effect depends on is durable before the effect happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import math
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import determinism
+from .codec import digest
+from .errors import (
+    EventTimeout,
+    InvalidArgument,
+    LeaseLost,
+    NonDeterminismError,
+    SerializationError,
+    StepInDoubt,
+    WorkflowCancelled,
+)
+from .journal import JournalCursor, describe_error, mismatch, rebuild_error, step_failure
+from .steps import (
+    StepInfo,
+    StepPolicy,
+    callable_name,
+    current_context,
+    current_step_info,
+    policy_of,
+)
+from .store.base import ARMED, COMPLETED, ERROR, INTENT, OK, TERMINAL, Entry, RunRecord
+from .validation import check_event_name
+
+if TYPE_CHECKING:
+    from .app import App
+
+T = TypeVar("T")
+_NO_ARGS_DIGEST = b""
+_TIMEOUT_MARK = "undying.timeout"
+
+
+class ArgumentDigestChanged(UserWarning):
+    """A replayed step was called with arguments that differ from the recorded ones."""
+
+
+class Suspended(BaseException):
+    """Unwinds a workflow whose run was released to wait (internal control flow)."""
+
+
+class ContinueAsNew(BaseException):
+    """Unwinds a workflow that asked to restart with fresh input (internal control flow)."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("continue_as_new")
+        self.call_args = args
+        self.call_kwargs = kwargs
+
+
+class Context:
+    """Journaled access to steps, time, randomness, waiting and child workflows."""
+
+    def __init__(self, app: App, run: RunRecord, cursor: JournalCursor) -> None:
+        self._app = app
+        self._store = app._store_or_raise()
+        self._codec = app.codec
+        self.run_id = run.run_id
+        self.workflow = run.workflow
+        self.epoch = run.epoch
+        self.generation = run.generation
+        self.strict = app.strict
+        self._cursor = cursor
+        self._seq = 0
+        self._pending: list[Entry] = []
+        self._cancelled: BaseException | None = None
+        self._closed = False
+        self._inflight = 0
+        self._waits: dict[int, tuple[str | None, float | None]] = {}
+        self._wakeup = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
+        self._status_latest: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"<Context run={self.run_id!r} workflow={self.workflow!r} seq={self._seq}>"
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _next(self) -> int:
+        if self._closed:
+            raise Suspended()
+        seq = self._seq
+        self._seq = seq + 1
+        return seq
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled is not None:
+            raise self._cancelled
+
+    def _cancel(self, exc: BaseException) -> None:
+        self._cancelled = exc
+        self._wakeup.set()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _take_pending(self) -> list[Entry]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def _write(self, entries: list[Entry], *, durable: bool = False) -> None:
+        try:
+            await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
+        except LeaseLost:
+            self._closed = True
+            raise
+
+    async def _flush(self) -> None:
+        if self._pending:
+            await self._write(self._take_pending())
+
+    def _digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+        if not args and not kwargs:
+            return _NO_ARGS_DIGEST
+        try:
+            return digest(self._codec.encode((args, kwargs)))
+        except SerializationError:
+            return None  # unencodable arguments (a client object, say) are not compared
+
+    def _check(self, seq: int, entry: Entry, kind: str, name: str) -> None:
+        if entry.kind != kind or entry.name != name:
+            raise mismatch(seq, entry, kind, name)
+
+    def _check_digest(self, seq: int, entry: Entry, name: str, new: bytes | None) -> None:
+        if new is None or entry.digest is None or new == entry.digest:
+            return
+        message = (
+            f"step {name!r} at journal position {seq} was recorded with different arguments; "
+            "the recorded result is used. If the change is intended (a new prompt, say), fork "
+            "the run from this step to re-run it"
+        )
+        if self.strict:
+            raise NonDeterminismError(message)
+        warnings.warn(message, ArgumentDigestChanged, stacklevel=4)
+
+    def _decode(self, payload: bytes | None) -> Any:
+        return None if payload is None else self._codec.decode(payload)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def step(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
+        """Run ``fn(*args, **kwargs)`` as a journaled step (any sync or async callable)."""
+        if not callable(fn):
+            raise InvalidArgument(f"ctx.step needs a callable, not {fn!r}")
+        target = getattr(fn, "__undying_target__", fn)
+        policy = policy_of(fn)
+        return self._step(policy, target, _is_async(target), args, kwargs)
+
+    def _step(
+        self,
+        policy: StepPolicy,
+        fn: Callable[..., Any],
+        is_async: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Coroutine[Any, Any, Any]:
+        return self._run_step(self._next(), policy, fn, is_async, args, kwargs)
+
+    async def _run_step(
+        self,
+        seq: int,
+        policy: StepPolicy,
+        fn: Callable[..., Any],
+        is_async: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        arg_digest = self._digest(args, kwargs)
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "step", policy.name)
+            self._check_digest(seq, entry, policy.name, arg_digest)
+            if entry.status == OK:
+                return self._decode(await self._cursor.payload(entry))
+            if entry.status == ERROR:
+                raise step_failure(self._decode(await self._cursor.payload(entry)), policy.name)
+            if entry.status == INTENT:
+                raise await self._in_doubt(seq, policy, entry)
+        self._raise_if_cancelled()
+        started = time.time()
+        if policy.at_most_once:
+            intent = Entry(seq, "step", policy.name, INTENT, None, arg_digest, 1, started)
+            await self._write([*self._take_pending(), intent], durable=True)
+        elif self._pending:
+            await self._flush()
+        attempt = 0
+        self._inflight += 1
+        try:
+            while True:
+                attempt += 1
+                info = StepInfo(self.run_id, seq, policy.name, attempt)
+                try:
+                    result = await _invoke(info, policy, fn, is_async, args, kwargs)
+                except Exception as exc:
+                    if attempt > policy.retries or isinstance(exc, policy.non_retryable):
+                        await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
+                        raise step_failure(
+                            {"type": _type_path(exc), "message": str(exc), "attempts": attempt},
+                            policy.name,
+                        ) from exc
+                    jitter = determinism.original("random.random")()
+                    await asyncio.sleep(policy.delay(attempt, jitter))
+                    continue
+                try:
+                    payload = self._codec.encode(result, root=f"result of step {policy.name}")
+                except SerializationError as exc:
+                    await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
+                    raise
+                await self._write(
+                    [
+                        Entry(
+                            seq,
+                            "step",
+                            policy.name,
+                            OK,
+                            payload,
+                            arg_digest,
+                            attempt,
+                            started,
+                            time.time(),
+                        )
+                    ],
+                    durable=False,
+                )
+                return result
+        finally:
+            self._inflight -= 1
+
+    async def _record_failure(
+        self,
+        seq: int,
+        policy: StepPolicy,
+        arg_digest: bytes | None,
+        attempt: int,
+        started: float,
+        exc: BaseException,
+    ) -> None:
+        payload = describe_error(exc, self._codec, attempts=attempt)
+        await self._write(
+            [
+                Entry(
+                    seq,
+                    "step",
+                    policy.name,
+                    ERROR,
+                    payload,
+                    arg_digest,
+                    attempt,
+                    started,
+                    time.time(),
+                )
+            ]
+        )
+
+    async def _in_doubt(self, seq: int, policy: StepPolicy, entry: Entry) -> StepInDoubt:
+        """An intent without an outcome: record (once) and surface StepInDoubt."""
+        exc = StepInDoubt(
+            step_name=policy.name,
+            seq=seq,
+            attempt=entry.attempt,
+            idempotency_key=f"{self.run_id}:{seq}",
+        )
+        payload = describe_error(exc, self._codec, in_doubt=True)
+        await self._write(
+            [
+                *self._take_pending(),
+                Entry(
+                    seq,
+                    "step",
+                    policy.name,
+                    ERROR,
+                    payload,
+                    entry.digest,
+                    entry.attempt,
+                    entry.started_at,
+                    time.time(),
+                ),
+            ]
+        )
+        return exc
+
+    # -- transactional steps --------------------------------------------------------------
+    async def transaction(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run ``fn(connection, *args)`` inside the journal database's own transaction: its
+        writes and its journal entry commit together, so the effect happens exactly once."""
+        seq = self._next()
+        name = callable_name(fn)
+        arg_digest = self._digest(args, {})
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "tx", name)
+            self._check_digest(seq, entry, name, arg_digest)
+            value = self._decode(await self._cursor.payload(entry))
+            if entry.status == ERROR:
+                raise rebuild_error(value)
+            return value  # type: ignore[no-any-return]
+        self._raise_if_cancelled()
+        started = time.time()
+        pending = self._take_pending()
+
+        def entries(result: Any) -> list[Entry]:
+            payload = self._codec.encode(result, root=f"result of transaction {name}")
+            return [
+                *pending,
+                Entry(seq, "tx", name, OK, payload, arg_digest, 1, started, time.time()),
+            ]
+
+        token = current_context.set(None)
+        try:
+            result: T = await self._store.run_transaction(
+                self.run_id, self.epoch, fn, args, entries
+            )
+        except (LeaseLost, SerializationError, InvalidArgument):
+            self._pending[:0] = pending
+            raise
+        except Exception as exc:
+            # The transaction rolled back; record the failure so replay raises it again.
+            payload = describe_error(exc, self._codec)
+            await self._write(
+                [
+                    *pending,
+                    Entry(seq, "tx", name, ERROR, payload, arg_digest, 1, started, time.time()),
+                ]
+            )
+            raise
+        finally:
+            current_context.reset(token)
+        return result
+
+    # -- recorded non-determinism -----------------------------------------------------------
+    def _recorded(self, kind: str, make: Callable[[], Any]) -> Any:
+        seq = self._next()
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, kind, kind)
+            return self._decode(entry.payload)
+        self._raise_if_cancelled()
+        value = make()
+        now = time.time()
+        self._pending.append(
+            Entry(seq, kind, kind, OK, self._codec.encode(value), None, 1, now, now)
+        )
+        return value
+
+    def now(self) -> dt.datetime:
+        """The current time (UTC, timezone-aware), recorded: identical on replay."""
+        return self._recorded("now", lambda: dt.datetime.fromtimestamp(time.time(), dt.UTC))  # type: ignore[no-any-return]
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded: identical on replay."""
+        return self._recorded("random", determinism.original("random.random"))  # type: ignore[no-any-return]
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded: identical on replay."""
+        return self._recorded("uuid", determinism.original("uuid.uuid4"))  # type: ignore[no-any-return]
+
+    def patched(self, change_id: str) -> bool:
+        """True when this run should take the new code path for ``change_id``.
+
+        Runs that reached this point before the change was deployed replay the old path
+        (False); new runs, and old runs that had not reached it yet, take the new one.
+        """
+        if not isinstance(change_id, str) or not change_id:
+            raise InvalidArgument("ctx.patched needs a non-empty change id string")
+        seq = self._seq
+        entry = self._cursor.peek(seq)
+        if entry is not None:
+            if entry.kind == "patch" and entry.name == change_id:
+                self._next()
+                self._cursor.take(seq)
+                return True
+            return False
+        if self._cursor.replaying(seq):
+            return False
+        self._next()
+        now = time.time()
+        self._pending.append(Entry(seq, "patch", change_id, OK, None, None, 1, now, now))
+        return True
+
+    # -- status ---------------------------------------------------------------------------------
+    def set_status(self, value: Any) -> None:
+        """Publish a small value (a phase, a progress count) for clients, the CLI and the UI.
+
+        Not journaled: it describes the run, it does not steer it."""
+        encoded = self._codec.encode(value, root="status")
+        self._app._status_cache[self.run_id] = value
+        if self._cursor.replaying(self._seq):
+            return
+        self._status_latest = encoded
+        if self._status_task is None or self._status_task.done():
+            self._status_task = asyncio.ensure_future(self._write_status())
+        self._app._notify(self.run_id)
+
+    async def _write_status(self) -> None:
+        while self._status_latest is not None:
+            value, self._status_latest = self._status_latest, None
+            with contextlib.suppress(LeaseLost):
+                await self._store.set_status_value(self.run_id, self.epoch, value)
+
+    # -- waiting ----------------------------------------------------------------------------------
+    async def sleep(self, duration: float | dt.timedelta) -> None:
+        """Sleep durably: a long sleep releases the run and any worker resumes it on time."""
+        seconds = _seconds(duration, "ctx.sleep")
+        seq = self._next()
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "sleep", "sleep")
+            wake_at = float(self._decode(entry.payload))
+            if entry.status == OK:
+                return
+        else:
+            self._raise_if_cancelled()
+            wake_at = time.time() + seconds
+            await self._write(
+                [*self._take_pending(), _armed(seq, "sleep", "sleep", self._codec.encode(wake_at))]
+            )
+        await self._block(seq, None, wake_at)
+        done = time.time()
+        self._pending.append(
+            Entry(seq, "sleep", "sleep", OK, self._codec.encode(wake_at), None, 1, done, done)
+        )
+
+    async def sleep_until(self, when: dt.datetime) -> None:
+        """Sleep durably until ``when`` (a timezone-aware datetime)."""
+        if not isinstance(when, dt.datetime) or when.tzinfo is None:
+            raise InvalidArgument("ctx.sleep_until needs a timezone-aware datetime")
+        seq = self._seq
+        entry = self._cursor.peek(seq)
+        if entry is not None and entry.kind == "sleep":
+            await self.sleep(0)
+            return
+        await self.sleep(max(0.0, when.timestamp() - time.time()))
+
+    async def wait_for_event(
+        self, name: str, *, timeout: float | dt.timedelta | None = None
+    ) -> Any:
+        """Wait durably for ``app.send_event(run_id, name, payload)``; return the payload.
+
+        Events are stored first, so one sent before the wait is not lost. Raises
+        ``EventTimeout`` when ``timeout`` passes first."""
+        check_event_name(name)
+        seconds = None if timeout is None else _seconds(timeout, "timeout")
+        seq = self._next()
+        deadline: float | None = None
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "event", name)
+            if entry.status == OK:
+                return self._decode(entry.payload)
+            if entry.status == ERROR:
+                raise rebuild_error(self._decode(entry.payload))
+            deadline = float(self._decode(entry.payload))
+        else:
+            self._raise_if_cancelled()
+            if seconds is not None:
+                deadline = time.time() + seconds
+                await self._write(
+                    [
+                        *self._take_pending(),
+                        _armed(seq, "event", name, self._codec.encode(deadline)),
+                    ]
+                )
+        payload = await self._block(seq, name, deadline)
+        if payload is _TIMEOUT:
+            exc = EventTimeout(f"no event {name!r} arrived within {seconds} s")
+            now = time.time()
+            await self._write(
+                [
+                    *self._take_pending(),
+                    Entry(
+                        seq,
+                        "event",
+                        name,
+                        ERROR,
+                        describe_error(exc, self._codec),
+                        None,
+                        1,
+                        now,
+                        now,
+                    ),
+                ]
+            )
+            raise exc
+        return self._decode(payload)
+
+    async def _block(self, seq: int, event: str | None, deadline: float | None) -> Any:
+        """Wait for an event and/or a deadline: in memory while the wait is short, else
+        release the run. Returns the event payload, or _TIMEOUT."""
+        self._waits[seq] = (event, deadline)
+        try:
+            while True:
+                self._raise_if_cancelled()
+                if self._closed:
+                    raise Suspended()
+                if event is not None:
+                    payload = await self._take_event(seq, event)
+                    if payload is not None:
+                        return payload
+                now = time.time()
+                if deadline is not None and now >= deadline:
+                    return _TIMEOUT
+                left = math.inf if deadline is None else deadline - now
+                budget = self._app.suspend_after
+                if left > budget and self._inflight == 0 and self._app._may_suspend(self):
+                    await self._suspend()
+                    raise Suspended()
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), min(left, max(budget, 0.001)))
+        finally:
+            self._waits.pop(seq, None)
+
+    async def _take_event(self, seq: int, name: str) -> bytes | None:
+        now = time.time()
+        pending = self._take_pending()
+        if pending:
+            await self._write(pending)
+        return await self._store.take_event(
+            self.run_id, self.epoch, name, Entry(seq, "event", name, OK, None, None, 1, now, now)
+        )
+
+    async def _suspend(self) -> None:
+        deadlines = [d for _, d in self._waits.values() if d is not None]
+        events = [e for e, _ in self._waits.values() if e is not None]
+        self._closed = True
+        await self._store.suspend_run(
+            self.run_id,
+            self.epoch,
+            wake_at=min(deadlines) if deadlines else None,
+            wait_events=events,
+            pending=self._take_pending(),
+            now=time.time(),
+        )
+        self._wakeup.set()
+
+    # -- children ---------------------------------------------------------------------------
+    async def call(self, workflow: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a child workflow and return its result; journaled as one entry."""
+        seq = self._next()
+        name = self._app._workflow_name(workflow)
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "call", name)
+            value = self._decode(await self._cursor.payload(entry))
+            if entry.status == ERROR:
+                raise rebuild_error(value)
+            return value
+        self._raise_if_cancelled()
+        child_id = f"{self.run_id}.{seq}"
+        await self._flush()
+        await self._app._start_child(self, child_id, workflow, args, kwargs)
+        return await self._join(seq, "call", name, child_id)
+
+    async def start_child(self, workflow: Any, /, *args: Any, **kwargs: Any) -> ChildHandle:
+        """Start a child workflow and return a handle; ``await handle.result()`` joins it."""
+        seq = self._next()
+        name = self._app._workflow_name(workflow)
+        child_id = f"{self.run_id}.{seq}"
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "child", name)
+            return ChildHandle(self, self._decode(entry.payload))
+        self._raise_if_cancelled()
+        await self._flush()
+        await self._app._start_child(self, child_id, workflow, args, kwargs)
+        now = time.time()
+        self._pending.append(
+            Entry(seq, "child", name, OK, self._codec.encode(child_id), None, 1, now, now)
+        )
+        return ChildHandle(self, child_id)
+
+    async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
+        from .store.sqlite import child_event_name
+
+        while True:
+            child = await self._store.get_run(child_id)
+            if child is not None and child.status in TERMINAL:
+                break
+            await self._block_child(seq, child_event_name(child_id))
+        now = time.time()
+        if child.status == COMPLETED:
+            entry = Entry(seq, kind, name, OK, child.output, None, 1, now, now)
+            await self._write([*self._take_pending(), entry])
+            return self._decode(child.output)
+        error = child.error or describe_error(WorkflowCancelled(), self._codec)
+        await self._write(
+            [*self._take_pending(), Entry(seq, kind, name, ERROR, error, None, 1, now, now)]
+        )
+        raise rebuild_error(self._decode(error))
+
+    async def _block_child(self, seq: int, event: str) -> None:
+        self._waits[seq] = (event, None)
+        try:
+            self._raise_if_cancelled()
+            if self._closed:
+                raise Suspended()
+            if self._inflight == 0 and self._app._may_suspend(self):
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._app.suspend_after)
+                if self._wakeup.is_set():
+                    return
+                await self._suspend()
+                raise Suspended()
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), max(self._app.suspend_after, 0.001))
+        finally:
+            self._waits.pop(seq, None)
+
+    # -- races and restarts -------------------------------------------------------------------
+    async def wait_first(self, *awaitables: Awaitable[Any]) -> tuple[int, Any]:
+        """Await the first of several journaled calls to finish; the others are cancelled.
+
+        Returns (index, result). The winner is journaled, so replay picks the same one."""
+        if not awaitables:
+            raise InvalidArgument("ctx.wait_first needs at least one awaitable")
+        seq = self._next()
+        entry = self._cursor.take(seq)
+        if entry is not None:
+            self._check(seq, entry, "race", "wait_first")
+            winner = int(self._decode(entry.payload))
+            for i, aw in enumerate(awaitables):
+                if i != winner and inspect.iscoroutine(aw):
+                    aw.close()
+            return winner, await awaitables[winner]
+        tasks = [asyncio.ensure_future(aw) for aw in awaitables]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+        winner = min(tasks.index(t) for t in done)
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # mark retrieved
+        await asyncio.gather(*tasks, return_exceptions=True)
+        now = time.time()
+        self._pending.append(
+            Entry(seq, "race", "wait_first", OK, self._codec.encode(winner), None, 1, now, now)
+        )
+        return winner, tasks[winner].result()
+
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> None:
+        """Restart this run with new input and an empty journal (the lineage is kept).
+
+        For agents that loop forever: call it where one iteration ends."""
+        raise ContinueAsNew(args, kwargs)
+
+
+class ChildHandle:
+    """A child workflow started with ``ctx.start_child``."""
+
+    def __init__(self, ctx: Context, run_id: str) -> None:
+        self._ctx = ctx
+        self.run_id = run_id
+
+    async def result(self) -> Any:
+        """Wait for the child (durably, journaled) and return its result or raise its error."""
+        ctx = self._ctx
+        seq = ctx._next()
+        entry = ctx._cursor.take(seq)
+        if entry is not None:
+            ctx._check(seq, entry, "join", self.run_id)
+            value = ctx._decode(await ctx._cursor.payload(entry))
+            if entry.status == ERROR:
+                raise rebuild_error(value)
+            return value
+        return await ctx._join(seq, "join", self.run_id, self.run_id)
+
+
+_TIMEOUT = object()
+
+
+def _armed(seq: int, kind: str, name: str, payload: bytes) -> Entry:
+    now = time.time()
+    return Entry(seq, kind, name, ARMED, payload, None, 1, now, None)
+
+
+async def _invoke(
+    info: StepInfo,
+    policy: StepPolicy,
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """One attempt of a step, with the step's identity visible to its code and the workflow
+    context hidden from it (a step may read clocks and call other steps as plain functions)."""
+    info_token = current_step_info.set(info)
+    ctx_token = current_context.set(None)
+    try:
+        if is_async:
+            if policy.timeout is None:
+                return await fn(*args, **kwargs)
+            return await asyncio.wait_for(fn(*args, **kwargs), policy.timeout)
+        call = asyncio.to_thread(fn, *args, **kwargs)
+        if policy.timeout is None:
+            return await call
+        return await asyncio.wait_for(call, policy.timeout)
+    finally:
+        current_context.reset(ctx_token)
+        current_step_info.reset(info_token)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _type_path(exc: BaseException) -> str:
+    return f"{type(exc).__module__}:{type(exc).__qualname__}"
+
+
+def _seconds(value: float | dt.timedelta, label: str) -> float:
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidArgument(f"{label} takes seconds (a number) or a timedelta, not {value!r}")
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidArgument(f"{label} must not be negative, got {value!r}")
+    return seconds

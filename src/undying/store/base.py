@@ -1,0 +1,302 @@
+"""The storage interface every backend implements, and the records it speaks in.
+
+The runtime (context, runner, worker) only talks to a store through this interface, and the
+contract suite in ``tests/contract`` runs unchanged against every implementation. Payloads
+arrive already encoded: a store never interprets a value, it only keeps bytes safe.
+
+Fencing is the store's job: every write made on behalf of a run carries the epoch the writer
+claimed it with, and a write whose epoch is no longer current raises ``LeaseLost`` and changes
+nothing. Backends fold that check into the write itself (one statement, one round trip).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Run statuses.
+PENDING = "pending"
+RUNNING = "running"
+WAITING = "waiting"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+
+# Journal entry statuses.
+OK = "ok"
+ERROR = "error"
+INTENT = "intent"  # an at-most-once step started; its outcome is not known yet
+ARMED = "waiting"  # a timer or event wait whose deadline is recorded; it has not fired yet
+OPEN_STATUSES = frozenset({INTENT, ARMED})
+
+
+@dataclass(slots=True)
+class Entry:
+    """One journaled call: the addressable unit of a run's state."""
+
+    seq: int
+    kind: str
+    name: str
+    status: str
+    payload: bytes | None = None
+    digest: bytes | None = None
+    attempt: int = 1
+    started_at: float = 0.0
+    finished_at: float | None = None
+    deferred: bool = False  # payload not loaded yet (large; fetched lazily during replay)
+
+    def as_row(self, run_id: str) -> tuple[Any, ...]:
+        return (
+            run_id,
+            self.seq,
+            self.kind,
+            self.name,
+            self.digest,
+            self.status,
+            self.attempt,
+            self.started_at,
+            self.finished_at,
+            self.payload,
+        )
+
+
+@dataclass(slots=True)
+class NewRun:
+    """What ``App.start`` asks a store to create."""
+
+    run_id: str
+    workflow: str
+    input: bytes
+    parent_id: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    deadline: float | None = None
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as the store holds it."""
+
+    run_id: str
+    workflow: str
+    status: str
+    input: bytes
+    epoch: int
+    owner: str | None = None
+    output: bytes | None = None
+    error: bytes | None = None
+    lease_expires: float | None = None
+    wake_at: float | None = None
+    cancel_requested: bool = False
+    parent_id: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    deadline: float | None = None
+    status_value: bytes | None = None
+    generation: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Claim:
+    """A run this worker now owns, with the epoch that fences its writes."""
+
+    run: RunRecord
+    takeover: bool = False  # true when it was taken from a dead or expired owner
+
+
+@dataclass(slots=True)
+class QueueLimits:
+    """Limits a worker applies when it claims runs from a named queue."""
+
+    name: str
+    concurrency: int | None = None  # across all workers
+    worker_concurrency: int | None = None  # in one worker
+    rate_limit: tuple[int, float] | None = None  # (n starts, per seconds), across all workers
+
+
+@dataclass(slots=True)
+class RunFilter:
+    """Read-side filter for listing runs (CLI, UI)."""
+
+    status: str | None = None
+    workflow: str | None = None
+    parent_id: str | None = None
+    limit: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """A durable home for runs, journals and events."""
+
+    url: str
+    #: whether a failed INSERT of an at-most-once intent may be buffered (never)
+    supports_transactions: bool = True
+
+    @abc.abstractmethod
+    async def open(self, worker_id: str) -> None:
+        """Connect, apply migrations, and register ``worker_id`` as alive."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations (``undying migrate``); return the names applied."""
+
+    @abc.abstractmethod
+    async def resume_run(self, run_id: str, now: float) -> bool:
+        """Make a failed or cancelled run pending again; its journal is kept and replayed."""
+
+    # -- runs ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_run(
+        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
+    ) -> tuple[bool, RunRecord]:
+        """Insert the run unless its id exists. Returns (created, the run as stored).
+
+        With an owner, the run is created already claimed (status running, epoch 1), which
+        saves the round trip of claiming a run this process is about to execute anyway.
+        """
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, flt: RunFilter) -> list[RunRecord]: ...
+
+    @abc.abstractmethod
+    async def finish_run(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        output: bytes | None,
+        error: bytes | None,
+        pending: Sequence[Entry],
+        now: float,
+    ) -> None:
+        """Record a terminal status (fenced). Wakes a parent waiting for this run."""
+
+    @abc.abstractmethod
+    async def suspend_run(
+        self,
+        run_id: str,
+        epoch: int,
+        *,
+        wake_at: float | None,
+        wait_events: Iterable[str],
+        pending: Sequence[Entry],
+        now: float,
+    ) -> None:
+        """Release a waiting run (fenced): status waiting, no owner, wake conditions stored.
+
+        If a matching event is already stored the run is made due at once, so an event that
+        raced the suspension is never lost.
+        """
+
+    @abc.abstractmethod
+    async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
+        """Hand runs back (graceful shutdown): pending, no owner, claimable at once."""
+
+    @abc.abstractmethod
+    async def set_status_value(self, run_id: str, epoch: int, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def continue_as_new(self, run_id: str, epoch: int, new_input: bytes, now: float) -> None:
+        """Start the run's next generation: fresh input, empty journal, lineage kept."""
+
+    # -- claiming and leases ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim(
+        self,
+        owner: str,
+        *,
+        now: float,
+        lease_expires: float,
+        limit: int,
+        queues: Mapping[str, QueueLimits],
+        running_per_queue: Mapping[str, int],
+    ) -> list[Claim]:
+        """Claim due work: pending runs, waiting runs whose wake time passed, and running
+        runs whose owner is dead or whose lease expired. Each claim bumps the epoch."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
+        """Extend the leases of this owner's runs; return ids whose cancel was requested."""
+
+    @abc.abstractmethod
+    async def cancel_requests(self, owner: str) -> list[str]:
+        """Ids of this owner's running runs whose cancellation was requested."""
+
+    @abc.abstractmethod
+    async def next_wake_at(self) -> float | None:
+        """The earliest timer among waiting runs, so the scheduler sleeps exactly that long."""
+
+    # -- journal ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_entries(
+        self, run_id: str, epoch: int, entries: Sequence[Entry], *, durable: bool = False
+    ) -> None:
+        """Append entries atomically (fenced). An entry may replace an open one (intent or
+        armed) at the same position; a completed entry is never rewritten.
+        ``durable`` forces an fsync of this commit whatever the store's durability setting."""
+
+    @abc.abstractmethod
+    async def load_journal_meta(self, run_id: str) -> list[Entry]:
+        """Every entry of the run in order, payloads included only when small (the rest are
+        marked ``deferred`` and fetched with ``load_payloads``)."""
+
+    @abc.abstractmethod
+    async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]: ...
+
+    @abc.abstractmethod
+    async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
+        """Copy the completed entries of ``src`` below ``before_seq`` to ``dst`` (fork)."""
+
+    @abc.abstractmethod
+    async def run_transaction(
+        self,
+        run_id: str,
+        epoch: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        make_entries: Callable[[Any], Sequence[Entry]],
+    ) -> Any:
+        """Run ``fn(connection, *args)`` and write ``make_entries(result)`` in the same
+        database transaction. Returns fn's result."""
+
+    # -- blobs (content-addressed chunks of large payloads) ----------------------------------
+    @abc.abstractmethod
+    async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]: ...
+
+    # -- events and cancellation --------------------------------------------------------------
+    @abc.abstractmethod
+    async def send_event(
+        self, run_id: str, name: str, payload: bytes, key: str | None, now: float
+    ) -> bool:
+        """Store an event for a run; False if ``key`` was already delivered. Raises
+        ``RunNotFound``. Wakes the run if it is waiting for that name."""
+
+    @abc.abstractmethod
+    async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
+        """Consume the oldest unconsumed event ``name`` and journal it as ``entry`` (whose
+        payload is set to the event's) in one transaction. None if there is no such event."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
+        """Mark the run and its descendants cancelled. Runs nobody executes end at once;
+        running ones are flagged for their owner. Returns the ids flagged while running."""
+
+    # -- change notification -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return when another process may have changed something (or after ``timeout``)."""

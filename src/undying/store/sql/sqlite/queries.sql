@@ -1,0 +1,164 @@
+-- Named queries for the SQLite store. Each block starts with "-- name: <name>".
+
+-- name: insert_run
+INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
+                  queue, priority, deadline, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING
+
+-- name: get_run
+SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+       cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+       created_at, updated_at
+FROM runs WHERE run_id = ?
+
+-- name: append_entry
+-- The epoch check is folded into the INSERT: a fenced-out writer inserts nothing.
+INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                     finished_at, payload)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM runs WHERE run_id = ? AND epoch = ?
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+    status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, payload = excluded.payload
+WHERE journal.status IN ('intent', 'waiting')
+
+-- name: check_epoch
+SELECT epoch FROM runs WHERE run_id = ?
+
+-- name: load_journal_meta
+SELECT seq, kind, name, status, CASE WHEN length(payload) <= ?1 THEN payload END, digest,
+       attempt, started_at, finished_at, length(payload) > ?1
+FROM journal WHERE run_id = ?2 ORDER BY seq
+
+-- name: load_payload
+SELECT payload FROM journal WHERE run_id = ? AND seq = ?
+
+-- name: finish_run
+UPDATE runs SET status = ?, output = ?, error = ?, owner = NULL, lease_expires = NULL,
+                wake_at = NULL, wait_events = NULL, updated_at = ?
+WHERE run_id = ? AND epoch = ?
+
+-- name: wake_parent
+UPDATE runs SET wake_at = 0, updated_at = ?
+WHERE run_id = ? AND status = 'waiting' AND instr(wait_events, char(10) || ? || char(10)) > 0
+
+-- name: insert_event
+INSERT INTO events (run_id, name, key, payload, created_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+
+-- name: suspend_run
+UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL, wait_events = ?,
+    wake_at = CASE WHEN EXISTS (
+        SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
+          AND instr(?, char(10) || e.name || char(10)) > 0) THEN 0 ELSE ? END,
+    updated_at = ?
+WHERE run_id = ? AND epoch = ?
+
+-- name: release_run
+UPDATE runs SET status = 'pending', owner = NULL, lease_expires = NULL, updated_at = ?
+WHERE run_id = ? AND owner = ? AND status = 'running'
+
+-- name: set_status_value
+UPDATE runs SET status_value = ?, updated_at = ? WHERE run_id = ? AND epoch = ?
+
+-- name: claim_due
+UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, epoch = epoch + 1,
+                wake_at = NULL, wait_events = NULL, updated_at = ?
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
+      AND (queue IS NULL OR queue NOT IN (SELECT value FROM json_each(?)))
+    ORDER BY priority DESC, created_at LIMIT ?)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: claim_queue
+UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, epoch = epoch + 1,
+                wake_at = NULL, wait_events = NULL, updated_at = ?
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE queue = ? AND (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
+    ORDER BY priority DESC, created_at LIMIT ?)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: count_queue_running
+SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'
+
+-- name: count_queue_started_since
+SELECT count(*) FROM queue_starts WHERE queue = ? AND started_at > ?
+
+-- name: record_queue_start
+INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)
+
+-- name: running_owners
+SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL AND owner <> ?
+
+-- name: take_over
+UPDATE runs SET owner = ?, lease_expires = ?, epoch = epoch + 1, updated_at = ?
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status = 'running' AND owner <> ? AND (lease_expires < ? OR owner IN (SELECT value FROM json_each(?)))
+    LIMIT ?)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: heartbeat
+UPDATE runs SET lease_expires = ? WHERE owner = ? AND status = 'running'
+
+-- name: cancelled_owned
+SELECT run_id FROM runs WHERE owner = ? AND status = 'running' AND cancel_requested = 1
+
+-- name: next_wake_at
+SELECT min(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL
+
+-- name: put_blob
+INSERT INTO blobs (hash, data) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING
+
+-- name: take_event
+SELECT id, payload FROM events
+WHERE run_id = ? AND name = ? AND consumed_seq IS NULL ORDER BY id LIMIT 1
+
+-- name: consume_event
+UPDATE events SET consumed_seq = ? WHERE id = ?
+
+-- name: run_tree
+WITH RECURSIVE tree(run_id) AS (
+    SELECT run_id FROM runs WHERE run_id = ?
+    UNION ALL
+    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
+)
+SELECT r.run_id, r.status FROM runs r JOIN tree t ON r.run_id = t.run_id
+
+-- name: cancel_idle
+UPDATE runs SET status = 'cancelled', error = ?, cancel_requested = 1, owner = NULL,
+                wake_at = NULL, wait_events = NULL, updated_at = ?
+WHERE run_id = ? AND status IN ('pending', 'waiting')
+
+-- name: flag_cancel
+UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE run_id = ? AND status = 'running'
+
+-- name: archive_generation
+INSERT INTO lineage (run_id, generation, input, ended_at)
+SELECT run_id, generation, input, ? FROM runs WHERE run_id = ? AND epoch = ?
+
+-- name: next_generation
+UPDATE runs SET input = ?, generation = generation + 1, status_value = NULL, updated_at = ?
+WHERE run_id = ? AND epoch = ?
+
+-- name: clear_journal
+DELETE FROM journal WHERE run_id = ?
+
+-- name: copy_journal
+INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+SELECT ?, seq, kind, name, digest, status, attempt, started_at, finished_at, payload
+FROM journal WHERE run_id = ? AND seq < ? AND status IN ('ok', 'error')
+
+-- name: resume_run
+UPDATE runs SET status = 'pending', error = NULL, cancel_requested = 0, owner = NULL,
+                lease_expires = NULL, updated_at = ?
+WHERE run_id = ? AND status IN ('failed', 'cancelled')

@@ -1,0 +1,580 @@
+"""The embedded SQLite store: zero infrastructure, several processes may share one file.
+
+Every call runs on the event-loop thread. That is deliberate: a thread hop costs several
+times a WAL commit, so hopping would make the floor of per-step overhead the hop, not the
+database. Writes are single short statements in autocommit mode (one statement, one
+transaction) or short ``BEGIN IMMEDIATE`` transactions when several rows must commit together.
+
+Liveness: each worker holds an exclusive ``flock`` on its own file in ``<db>.locks/``. The
+kernel drops it the instant the process dies, so another worker can tell a dead owner from a
+slow one at once, without waiting for the lease to expire. The lease epoch still fences an
+owner that was only paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
+from .base import (
+    CANCELLED,
+    PENDING,
+    RUNNING,
+    Claim,
+    Entry,
+    NewRun,
+    QueueLimits,
+    RunFilter,
+    RunRecord,
+    Store,
+)
+from .sqlfiles import migrations, queries
+
+DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+_BUSY_TIMEOUT_MS = 10_000
+#: payloads up to this size come with the journal metadata; larger ones load lazily
+INLINE_PAYLOAD = 512
+
+
+def _record(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        workflow=row[1],
+        status=row[2],
+        input=row[3],
+        epoch=row[4],
+        owner=row[5],
+        output=row[6],
+        error=row[7],
+        lease_expires=row[8],
+        wake_at=row[9],
+        cancel_requested=bool(row[10]),
+        parent_id=row[11],
+        queue=row[12],
+        priority=row[13],
+        deadline=row[14],
+        status_value=row[15],
+        generation=row[16],
+        created_at=row[17],
+        updated_at=row[18],
+    )
+
+
+def _wait_key(names: Iterable[str]) -> str:
+    return "\n" + "\n".join(names) + "\n"
+
+
+class SQLiteStore(Store):
+    """A store on one SQLite file in WAL mode."""
+
+    def __init__(self, path: str, *, durability: str = "normal") -> None:
+        if durability not in DURABILITY:
+            raise InvalidArgument(
+                f"durability must be one of {sorted(DURABILITY)}, not {durability!r}: 'normal' "
+                "survives a process or container crash, 'full' also survives power loss"
+            )
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.durability = durability
+        self._sync = DURABILITY[durability]
+        self._db: sqlite3.Connection | None = None
+        self._q = queries("sqlite")
+        self._lock_dir = Path(path + ".locks")
+        self._lock_fd: int | None = None
+        self._dead: set[str] = set()
+        self._data_version = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self, worker_id: str) -> None:
+        self.connect()
+        self._lock_dir.mkdir(exist_ok=True)
+        fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+        self._worker_id = worker_id
+
+    def connect(self) -> sqlite3.Connection:
+        """Open the connection and bring the schema up to date (also used by ``migrate``)."""
+        if self._db is not None:
+            return self._db
+        try:
+            db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys=OFF")
+        self._db = db
+        self._applied = self._migrate()
+        self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        return db
+
+    async def migrate(self) -> list[str]:
+        self._applied = []
+        self.connect()
+        applied = self._applied
+        await self.close()
+        return applied
+
+    def _migrate(self) -> list[str]:
+        """Apply every migration not yet applied, each in its own transaction."""
+        db = self._db
+        assert db is not None
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS undying_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        applied = {row[0] for row in db.execute("SELECT version FROM undying_migrations")}
+        known = migrations("sqlite")
+        newest = max((v for v, _, _ in known), default=0)
+        if applied and max(applied) > newest:
+            raise StoreError(
+                f"{self.path!r} has schema version {max(applied)}, newer than this undying "
+                f"knows ({newest}); upgrade undying"
+            )
+        done: list[str] = []
+        for version, name, sql in known:
+            if version in applied:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if (
+                    db.execute(
+                        "SELECT 1 FROM undying_migrations WHERE version = ?", (version,)
+                    ).fetchone()
+                    is None
+                ):
+                    for statement in _statements(sql):
+                        db.execute(statement)
+                    db.execute(
+                        "INSERT INTO undying_migrations VALUES (?, ?, ?)",
+                        (version, name, time.time()),
+                    )
+                    done.append(name)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return done
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_dir / self._worker_id)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open: use `async with app:` first")
+        return self._db
+
+    @contextlib.contextmanager
+    def _tx(self, *, durable: bool = False) -> Any:
+        db = self.db
+        if durable and self._sync != "FULL":
+            db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            if durable and self._sync != "FULL":
+                db.execute(f"PRAGMA synchronous={self._sync}")
+
+    def _fence_failed(self, run_id: str, epoch: int) -> LeaseLost:
+        row = self.db.execute(self._q["check_epoch"], (run_id,)).fetchone()
+        if row is None:
+            return LeaseLost(f"run {run_id!r} no longer exists")
+        return LeaseLost(
+            f"run {run_id!r} was taken over (epoch {row[0]}, this worker holds {epoch}); "
+            "this worker drops it"
+        )
+
+    # -- runs -----------------------------------------------------------------------------------
+    async def create_run(
+        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
+    ) -> tuple[bool, RunRecord]:
+        db = self.db
+        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
+        cur = db.execute(
+            self._q["insert_run"],
+            (
+                run.run_id,
+                run.workflow,
+                status,
+                run.input,
+                owner,
+                lease_expires if owner else None,
+                epoch,
+                run.parent_id,
+                run.queue,
+                run.priority,
+                run.deadline,
+                now,
+                now,
+            ),
+        )
+        if cur.rowcount == 1:
+            return True, RunRecord(
+                run_id=run.run_id,
+                workflow=run.workflow,
+                status=status,
+                input=run.input,
+                epoch=epoch,
+                owner=owner,
+                lease_expires=lease_expires if owner else None,
+                parent_id=run.parent_id,
+                queue=run.queue,
+                priority=run.priority,
+                deadline=run.deadline,
+                created_at=now,
+                updated_at=now,
+            )
+        existing = await self.get_run(run.run_id)
+        assert existing is not None
+        return False, existing
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = self.db.execute(self._q["get_run"], (run_id,)).fetchone()
+        return _record(row) if row else None
+
+    async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
+        sql = self._q["get_run"].split("WHERE")[0]
+        where: list[str] = []
+        params: list[Any] = []
+        for column in ("status", "workflow", "parent_id"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        params.append(flt.limit)
+        return [_record(r) for r in self.db.execute(sql, params)]
+
+    def _write_pending(
+        self, db: sqlite3.Connection, run_id: str, epoch: int, pending: Sequence[Entry]
+    ) -> None:
+        sql = self._q["append_entry"]
+        for entry in pending:
+            if db.execute(sql, (*entry.as_row(run_id), run_id, epoch)).rowcount != 1:
+                raise self._fence_failed(run_id, epoch)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        output: bytes | None,
+        error: bytes | None,
+        pending: Sequence[Entry],
+        now: float,
+    ) -> None:
+        with self._tx() as db:
+            self._write_pending(db, run_id, epoch, pending)
+            cur = db.execute(self._q["finish_run"], (status, output, error, now, run_id, epoch))
+            if cur.rowcount != 1:
+                raise self._fence_failed(run_id, epoch)
+            self._notify_parent(db, run_id, now)
+
+    def _notify_parent(self, db: sqlite3.Connection, run_id: str, now: float) -> None:
+        row = db.execute("SELECT parent_id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row and row[0]:
+            name = child_event_name(run_id)
+            db.execute(self._q["insert_event"], (row[0], name, name, b"", now))
+            db.execute(self._q["wake_parent"], (now, row[0], name))
+
+    async def suspend_run(
+        self,
+        run_id: str,
+        epoch: int,
+        *,
+        wake_at: float | None,
+        wait_events: Iterable[str],
+        pending: Sequence[Entry],
+        now: float,
+    ) -> None:
+        key = _wait_key(wait_events)
+        with self._tx() as db:
+            self._write_pending(db, run_id, epoch, pending)
+            cur = db.execute(self._q["suspend_run"], (key, key, wake_at, now, run_id, epoch))
+            if cur.rowcount != 1:
+                raise self._fence_failed(run_id, epoch)
+
+    async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
+        with self._tx() as db:
+            for run_id in run_ids:
+                db.execute(self._q["release_run"], (now, run_id, owner))
+
+    async def resume_run(self, run_id: str, now: float) -> bool:
+        cur = self.db.execute(self._q["resume_run"], (now, run_id))
+        return cur.rowcount == 1
+
+    async def set_status_value(self, run_id: str, epoch: int, value: bytes) -> None:
+        cur = self.db.execute(self._q["set_status_value"], (value, time.time(), run_id, epoch))
+        if cur.rowcount != 1:
+            raise self._fence_failed(run_id, epoch)
+
+    async def continue_as_new(self, run_id: str, epoch: int, new_input: bytes, now: float) -> None:
+        with self._tx() as db:
+            if db.execute(self._q["archive_generation"], (now, run_id, epoch)).rowcount != 1:
+                raise self._fence_failed(run_id, epoch)
+            db.execute(self._q["clear_journal"], (run_id,))
+            db.execute(self._q["next_generation"], (new_input, now, run_id, epoch))
+
+    # -- claiming and leases ------------------------------------------------------------------
+    def _dead_owners(self, me: str) -> list[str]:
+        """Owners of running runs whose lock file is free: their process is gone."""
+        dead: list[str] = []
+        for (owner,) in self.db.execute(self._q["running_owners"], (me,)).fetchall():
+            if owner in self._dead or not _owner_alive(self._lock_dir / owner):
+                self._dead.add(owner)
+                dead.append(owner)
+        return dead
+
+    async def claim(
+        self,
+        owner: str,
+        *,
+        now: float,
+        lease_expires: float,
+        limit: int,
+        queues: Mapping[str, QueueLimits],
+        running_per_queue: Mapping[str, int],
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        claims: list[Claim] = []
+        with self._tx() as db:
+            dead = self._dead_owners(owner)
+            rows = db.execute(
+                self._q["take_over"],
+                (owner, lease_expires, now, owner, now, json.dumps(dead), limit),
+            ).fetchall()
+            claims += [Claim(_record(r), takeover=True) for r in rows]
+            limit -= len(rows)
+            for name, limits in queues.items():
+                allowed = self._queue_room(db, limits, running_per_queue.get(name, 0), now)
+                allowed = min(allowed, limit)
+                if allowed <= 0:
+                    continue
+                rows = db.execute(
+                    self._q["claim_queue"], (owner, lease_expires, now, name, now, allowed)
+                ).fetchall()
+                if limits.rate_limit:
+                    db.executemany(self._q["record_queue_start"], [(name, now)] * len(rows))
+                claims += [Claim(_record(r)) for r in rows]
+                limit -= len(rows)
+            if limit > 0:
+                rows = db.execute(
+                    self._q["claim_due"],
+                    (owner, lease_expires, now, now, json.dumps(list(queues)), limit),
+                ).fetchall()
+                claims += [Claim(_record(r)) for r in rows]
+        return claims
+
+    def _queue_room(
+        self, db: sqlite3.Connection, limits: QueueLimits, mine: int, now: float
+    ) -> int:
+        room = 1 << 30
+        if limits.worker_concurrency is not None:
+            room = min(room, limits.worker_concurrency - mine)
+        if limits.concurrency is not None:
+            running = db.execute(self._q["count_queue_running"], (limits.name,)).fetchone()[0]
+            room = min(room, limits.concurrency - running)
+        if limits.rate_limit is not None:
+            count, per = limits.rate_limit
+            started = db.execute(
+                self._q["count_queue_started_since"], (limits.name, now - per)
+            ).fetchone()[0]
+            room = min(room, count - started)
+        return room
+
+    async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
+        db = self.db
+        db.execute(self._q["heartbeat"], (lease_expires, owner))
+        return [r[0] for r in db.execute(self._q["cancelled_owned"], (owner,))]
+
+    async def cancel_requests(self, owner: str) -> list[str]:
+        return [r[0] for r in self.db.execute(self._q["cancelled_owned"], (owner,))]
+
+    async def next_wake_at(self) -> float | None:
+        row = self.db.execute(self._q["next_wake_at"]).fetchone()
+        return row[0] if row else None
+
+    # -- journal ---------------------------------------------------------------------------------
+    async def write_entries(
+        self, run_id: str, epoch: int, entries: Sequence[Entry], *, durable: bool = False
+    ) -> None:
+        if len(entries) == 1 and not durable:
+            # The hot path: one statement in autocommit mode is one transaction.
+            cur = self.db.execute(
+                self._q["append_entry"], (*entries[0].as_row(run_id), run_id, epoch)
+            )
+            if cur.rowcount != 1:
+                raise self._fence_failed(run_id, epoch)
+            return
+        with self._tx(durable=durable) as db:
+            self._write_pending(db, run_id, epoch, entries)
+
+    async def load_journal_meta(self, run_id: str) -> list[Entry]:
+        rows = self.db.execute(self._q["load_journal_meta"], (INLINE_PAYLOAD, run_id)).fetchall()
+        return [
+            Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9])) for r in rows
+        ]
+
+    async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        sql = self._q["load_payload"]
+        for seq in seqs:
+            row = self.db.execute(sql, (run_id, seq)).fetchone()
+            if row is not None and row[0] is not None:
+                out[seq] = row[0]
+        return out
+
+    async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
+        with self._tx() as db:
+            cur = db.execute(self._q["copy_journal"], (dst_run_id, src_run_id, before_seq))
+            return int(cur.rowcount)
+
+    async def run_transaction(
+        self,
+        run_id: str,
+        epoch: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        make_entries: Callable[[Any], Sequence[Entry]],
+    ) -> Any:
+        if asyncio.iscoroutinefunction(fn):
+            raise InvalidArgument(
+                "on SQLite, ctx.transaction needs a plain (sync) function fn(connection, ...): "
+                "the journal's connection is synchronous"
+            )
+        with self._tx() as db:
+            result = fn(db, *args)
+            self._write_pending(db, run_id, epoch, make_entries(result))
+        return result
+
+    # -- blobs -----------------------------------------------------------------------------------
+    async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
+        if blobs:
+            with self._tx() as db:
+                db.executemany(self._q["put_blob"], blobs.items())
+
+    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        db = self.db
+        for start in range(0, len(hashes), 500):
+            batch = list(hashes[start : start + 500])
+            marks = ",".join("?" * len(batch))
+            out.update(db.execute(f"SELECT hash, data FROM blobs WHERE hash IN ({marks})", batch))
+        return out
+
+    # -- events and cancellation ---------------------------------------------------------------
+    async def send_event(
+        self, run_id: str, name: str, payload: bytes, key: str | None, now: float
+    ) -> bool:
+        with self._tx() as db:
+            if db.execute(self._q["check_epoch"], (run_id,)).fetchone() is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            cur = db.execute(self._q["insert_event"], (run_id, name, key, payload, now))
+            if cur.rowcount == 0:
+                return False
+            db.execute(self._q["wake_parent"], (now, run_id, name))
+        return True
+
+    async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
+        with self._tx() as db:
+            row = db.execute(self._q["take_event"], (run_id, name)).fetchone()
+            if row is None:
+                return None
+            event_id, payload = row
+            entry.payload = payload
+            self._write_pending(db, run_id, epoch, [entry])
+            db.execute(self._q["consume_event"], (entry.seq, event_id))
+        return bytes(payload)
+
+    async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
+        flagged: list[str] = []
+        with self._tx() as db:
+            tree = db.execute(self._q["run_tree"], (run_id,)).fetchall()
+            if not tree:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            for rid, status in tree:
+                if status == RUNNING:
+                    db.execute(self._q["flag_cancel"], (now, rid))
+                    flagged.append(rid)
+                elif status != CANCELLED and db.execute(
+                    self._q["cancel_idle"], (error, now, rid)
+                ).rowcount:
+                    self._notify_parent(db, rid, now)
+        return flagged
+
+    # -- change notification -----------------------------------------------------------------
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Poll ``PRAGMA data_version``: it changes when another connection commits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._data_version = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(0.005, left))
+
+
+def child_event_name(child_run_id: str) -> str:
+    """The internal event a finished child sends its parent."""
+    return f"undying.child:{child_run_id}"
+
+
+def _owner_alive(lock_path: Path) -> bool:
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (comments dropped first: they may hold ';')."""
+    code = "\n".join(ln.split("--", 1)[0] for ln in sql.splitlines())
+    return [s.strip() for s in code.split(";") if s.strip()]

@@ -1,0 +1,286 @@
+"""The worker: claims runs, holds their leases, executes them, wakes them on time.
+
+One worker lives inside every ``App`` that is entered with ``async with app:``. At start it
+claims, at once, every run whose owner is dead (its lock is free) or whose lease expired, so
+recovery has no polling delay. Afterwards a scheduler loop sleeps until the next timer, a
+change made by another process, or a poke from this one, and claims what became due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .context import Context, ContinueAsNew, Suspended
+from .errors import LeaseLost, SerializationError, UnknownWorkflow, WorkflowCancelled
+from .journal import JournalCursor, describe_error
+from .steps import current_context
+from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = logging.getLogger("undying.worker")
+
+
+class Worker:
+    """Executes runs for one App; see the module docstring."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.contexts: dict[str, Context] = {}
+        self._poke = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.claim_and_spawn()  # recovery: immediately, before anything else
+        self._loops = [
+            asyncio.ensure_future(self._scheduler()),
+            asyncio.ensure_future(self._heartbeat()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming; hand back the runs still executing so another worker resumes them."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        running = dict(self.tasks)
+        for task in running.values():
+            task.cancel()
+        if running:
+            await asyncio.gather(*running.values(), return_exceptions=True)
+        store = self.app._store
+        if running and store is not None:
+            with contextlib.suppress(Exception):
+                await store.release_runs(self.app.worker_id, list(running), time.time())
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    # -- claiming -------------------------------------------------------------------------------
+    async def claim_and_spawn(self) -> None:
+        app = self.app
+        store = app._store_or_raise()
+        now = time.time()
+        per_queue: dict[str, int] = {}
+        for ctx in self.contexts.values():
+            queue = getattr(ctx, "queue", None)
+            if queue:
+                per_queue[queue] = per_queue.get(queue, 0) + 1
+        claims = await store.claim(
+            app.worker_id,
+            now=now,
+            lease_expires=now + app.lease_ttl,
+            limit=app.max_concurrent_runs - len(self.tasks),
+            queues=app._queues,
+            running_per_queue=per_queue,
+        )
+        for claim in claims:
+            self.spawn(claim.run, fresh=False, claim=claim)
+
+    def spawn(self, run: RunRecord, *, fresh: bool, claim: Claim | None = None) -> None:
+        old = self.tasks.get(run.run_id)
+        if old is not None and not old.done():
+            # A newer claim of a run this worker still executes: the old task is fenced out.
+            old.cancel()
+        task = asyncio.ensure_future(self._execute(run, fresh))
+        self.tasks[run.run_id] = task
+        task.add_done_callback(functools.partial(self._forget, run.run_id))
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(run_id) is task:
+            del self.tasks[run_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run %s crashed the worker task", run_id, exc_info=task.exception())
+
+    async def _scheduler(self) -> None:
+        store = self.app._store_or_raise()
+        while not self._stopping:
+            try:
+                await self.claim_and_spawn()
+                wake = await store.next_wake_at()
+                timeout = self.app.poll_interval
+                if wake is not None:
+                    timeout = max(0.0, min(timeout, wake - time.time() + 0.001))
+                self._poke.clear()
+                poke = asyncio.ensure_future(self._poke.wait())
+                change = asyncio.ensure_future(store.wait_for_change(timeout))
+                done, pending = await asyncio.wait(
+                    {poke, change}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                if change in done and change.result():
+                    await self._on_external_change()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler iteration failed; retrying")
+                await asyncio.sleep(self.app.poll_interval)
+
+    async def _on_external_change(self) -> None:
+        """Another process wrote: wake local waiters and handles, deliver cancellations."""
+        store = self.app._store_or_raise()
+        for run_id in await store.cancel_requests(self.app.worker_id):
+            ctx = self.contexts.get(run_id)
+            if ctx is not None and ctx._cancelled is None:
+                ctx._cancel(WorkflowCancelled())
+        for ctx in self.contexts.values():
+            ctx._wake()
+        self.app._notify(None)
+
+    async def _heartbeat(self) -> None:
+        store = self.app._store_or_raise()
+        while not self._stopping:
+            await asyncio.sleep(self.app.lease_ttl / 3)
+            try:
+                cancelled = await store.heartbeat(
+                    self.app.worker_id, time.time() + self.app.lease_ttl
+                )
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+                continue
+            for run_id in cancelled:
+                ctx = self.contexts.get(run_id)
+                if ctx is not None and ctx._cancelled is None:
+                    ctx._cancel(WorkflowCancelled())
+
+    # -- executing ------------------------------------------------------------------------------
+    async def _execute(self, run: RunRecord, fresh: bool) -> None:
+        app = self.app
+        store = app._store_or_raise()
+        spec = app._workflows.get(run.workflow)
+        if spec is None:
+            exc = UnknownWorkflow(
+                f"run {run.run_id!r} is for workflow {run.workflow!r}, which this app does not "
+                f"register (known: {sorted(app._workflows)}); register it with @app.workflow "
+                f"and resume the run (`undying resume {run.run_id}`)"
+            )
+            await self._finish(run, FAILED, None, describe_error(exc, app.codec), exc)
+            return
+        while True:
+            try:
+                args, kwargs = app.codec.decode(run.input)
+                cursor = (
+                    JournalCursor.empty(store, run.run_id)
+                    if fresh
+                    else await JournalCursor.load(store, run.run_id)
+                )
+            except SerializationError as exc:
+                await self._finish(run, FAILED, None, describe_error(exc, app.codec), exc)
+                return
+            ctx = Context(app, run, cursor)
+            ctx.queue = run.queue  # type: ignore[attr-defined]
+            self.contexts[run.run_id] = ctx
+            deadline_timer = None
+            if run.deadline is not None:
+                deadline_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, run.deadline - time.time()),
+                    ctx._cancel,
+                    WorkflowCancelled("the run's deadline passed"),
+                )
+            if run.cancel_requested:
+                ctx._cancel(WorkflowCancelled())
+            token = current_context.set(ctx)
+            try:
+                result = await spec.fn(ctx, *args, **kwargs)
+            except Suspended:
+                return
+            except ContinueAsNew as again:
+                run = await self._continue_as_new(ctx, run, again)
+                fresh = True
+                continue
+            except LeaseLost:
+                log.warning("run %s: lease lost, dropping it", run.run_id)
+                return
+            except WorkflowCancelled as exc:
+                await self._finish_ctx(ctx, run, CANCELLED, None, exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._finish_ctx(ctx, run, FAILED, None, exc)
+                return
+            finally:
+                current_context.reset(token)
+                if deadline_timer is not None:
+                    deadline_timer.cancel()
+                if self.contexts.get(run.run_id) is ctx:
+                    del self.contexts[run.run_id]
+            try:
+                output = app.codec.encode(result, root=f"result of workflow {run.workflow}")
+            except SerializationError as exc:
+                await self._finish_ctx(ctx, run, FAILED, None, exc)
+                return
+            await self._finish(run, COMPLETED, output, None, result, pending=ctx._take_pending())
+            return
+
+    async def _continue_as_new(
+        self, ctx: Context, run: RunRecord, again: ContinueAsNew
+    ) -> RunRecord:
+        app = self.app
+        store = app._store_or_raise()
+        new_input = app.codec.encode(
+            (again.call_args, again.call_kwargs), root="continue_as_new arguments"
+        )
+        await ctx._flush()
+        await store.continue_as_new(run.run_id, run.epoch, new_input, time.time())
+        run.input = new_input
+        run.generation += 1
+        return run
+
+    async def _finish_ctx(
+        self, ctx: Context, run: RunRecord, status: str, output: bytes | None, exc: BaseException
+    ) -> None:
+        await self._finish(
+            run,
+            status,
+            output,
+            describe_error(exc, self.app.codec),
+            exc,
+            pending=ctx._take_pending(),
+        )
+
+    async def _finish(
+        self,
+        run: RunRecord,
+        status: str,
+        output: bytes | None,
+        error: bytes | None,
+        outcome: Any,
+        pending: list[Any] | None = None,
+    ) -> None:
+        store = self.app._store_or_raise()
+        try:
+            await store.finish_run(
+                run.run_id,
+                run.epoch,
+                status,
+                output=output,
+                error=error,
+                pending=pending or [],
+                now=time.time(),
+            )
+        except LeaseLost:
+            log.warning(
+                "run %s: lease lost before it could finish; the new owner finishes it", run.run_id
+            )
+            return
+        self.app._finished(run.run_id, status, outcome)
+        if run.parent_id is not None:
+            parent = self.contexts.get(run.parent_id)
+            if parent is not None:
+                parent._wake()
+            else:
+                self.poke()
