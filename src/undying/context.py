@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import datetime as dt
 import inspect
 import math
@@ -81,6 +82,7 @@ class Context:
         self.workflow = run.workflow
         self.epoch = run.epoch
         self.generation = run.generation
+        self.deadline = run.deadline
         self.strict = app.strict
         self._cursor = cursor
         self._seq = 0
@@ -480,7 +482,9 @@ class Context:
                         _armed(seq, "event", name, self._codec.encode(deadline)),
                     ]
                 )
-        payload = await self._block(seq, name, deadline)
+        payload = await self._block(
+            seq, name, deadline, functools.partial(self._take_event, seq, name)
+        )
         if payload is _TIMEOUT:
             exc = EventTimeout(f"no event {name!r} arrived within {seconds} s")
             now = time.time()
@@ -503,30 +507,48 @@ class Context:
             raise exc
         return self._decode(payload)
 
-    async def _block(self, seq: int, event: str | None, deadline: float | None) -> Any:
-        """Wait for an event and/or a deadline: in memory while the wait is short, else
-        release the run. Returns the event payload, or _TIMEOUT."""
+    async def _block(
+        self,
+        seq: int,
+        event: str | None,
+        deadline: float | None,
+        poll: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Any:
+        """Wait until ``poll()`` returns something (an event, a finished child) or the
+        deadline passes (returns _TIMEOUT).
+
+        The wait stays in memory for ``suspend_after`` seconds, since answers often come
+        quickly; after that, with no step in flight, the run is released (status waiting) and
+        its coroutine dropped. A pure timer longer than that is released at once."""
         self._waits[seq] = (event, deadline)
+        started = time.monotonic()
+        budget = self._app.suspend_after
         try:
             while True:
                 self._raise_if_cancelled()
                 if self._closed:
                     raise Suspended()
-                if event is not None:
-                    payload = await self._take_event(seq, event)
-                    if payload is not None:
-                        return payload
+                if poll is not None:
+                    got = await poll()
+                    if got is not None:
+                        return got
                 now = time.time()
                 if deadline is not None and now >= deadline:
                     return _TIMEOUT
                 left = math.inf if deadline is None else deadline - now
-                budget = self._app.suspend_after
-                if left > budget and self._inflight == 0 and self._app._may_suspend(self):
+                linger = 0.0 if poll is None else budget - (time.monotonic() - started)
+                if (
+                    left > budget
+                    and linger <= 0
+                    and self._inflight == 0
+                    and self._app._may_suspend(self)
+                ):
                     await self._suspend()
                     raise Suspended()
                 self._wakeup.clear()
+                timeout = min(left, linger if linger > 0 else max(budget, 0.001))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), min(left, max(budget, 0.001)))
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
         finally:
             self._waits.pop(seq, None)
 
@@ -541,6 +563,8 @@ class Context:
 
     async def _suspend(self) -> None:
         deadlines = [d for _, d in self._waits.values() if d is not None]
+        if self.deadline is not None:
+            deadlines.append(self.deadline)
         events = [e for e, _ in self._waits.values() if e is not None]
         self._closed = True
         await self._store.suspend_run(
@@ -592,11 +616,11 @@ class Context:
     async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
         from .store.sqlite import child_event_name
 
-        while True:
+        async def finished() -> RunRecord | None:
             child = await self._store.get_run(child_id)
-            if child is not None and child.status in TERMINAL:
-                break
-            await self._block_child(seq, child_event_name(child_id))
+            return child if child is not None and child.status in TERMINAL else None
+
+        child: RunRecord = await self._block(seq, child_event_name(child_id), None, finished)
         now = time.time()
         if child.status == COMPLETED:
             entry = Entry(seq, kind, name, OK, child.output, None, 1, now, now)
@@ -607,26 +631,6 @@ class Context:
             [*self._take_pending(), Entry(seq, kind, name, ERROR, error, None, 1, now, now)]
         )
         raise rebuild_error(self._decode(error))
-
-    async def _block_child(self, seq: int, event: str) -> None:
-        self._waits[seq] = (event, None)
-        try:
-            self._raise_if_cancelled()
-            if self._closed:
-                raise Suspended()
-            if self._inflight == 0 and self._app._may_suspend(self):
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._app.suspend_after)
-                if self._wakeup.is_set():
-                    return
-                await self._suspend()
-                raise Suspended()
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), max(self._app.suspend_after, 0.001))
-        finally:
-            self._waits.pop(seq, None)
 
     # -- races and restarts -------------------------------------------------------------------
     async def wait_first(self, *awaitables: Awaitable[Any]) -> tuple[int, Any]:

@@ -192,6 +192,8 @@ class Worker:
                 )
             if run.cancel_requested:
                 ctx._cancel(WorkflowCancelled())
+            elif run.deadline is not None and run.deadline <= time.time():
+                ctx._cancel(WorkflowCancelled("the run's deadline passed"))
             token = current_context.set(ctx)
             try:
                 result = await spec.fn(ctx, *args, **kwargs)

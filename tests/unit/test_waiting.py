@@ -1,0 +1,258 @@
+"""Agents that wait: durable sleeps, events, children, races, cancellation, fork, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+import undying
+from undying import Context, EventTimeout, WorkflowCancelled
+from undying.testing import temp_app
+
+executed: list[str] = []
+
+
+@undying.step
+async def record(tag: str) -> str:
+    executed.append(tag)
+    return tag
+
+
+def test_event_sent_before_wait_is_not_lost(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def approve(ctx: Context) -> object:
+        await ctx.sleep(0.05)
+        return await ctx.wait_for_event("approval", timeout=timedelta(seconds=30))
+
+    async def main() -> object:
+        async with app:
+            handle = await app.start(approve, run_id="ev-1")
+            assert await app.send_event("ev-1", "approval", {"ok": True}, key="k1")
+            assert not await app.send_event("ev-1", "approval", {"ok": False}, key="k1")
+            return await handle.result(timeout=10)
+
+    assert asyncio.run(main()) == {"ok": True}
+
+
+def test_long_wait_releases_run_and_event_resumes_it(db_path: str) -> None:
+    executed.clear()
+    app = temp_app(db_path, suspend_after=0.05)
+
+    @app.workflow()
+    async def agent(ctx: Context) -> object:
+        await record("before")
+        ctx.set_status({"phase": "waiting for approval"})
+        answer = await ctx.wait_for_event("approval")
+        await record("after")
+        return answer
+
+    async def main() -> object:
+        async with app:
+            handle = await app.start(agent, run_id="wait-1")
+            for _ in range(200):
+                if await handle.status() == "waiting":
+                    break
+                await app._wait_change(0.05)
+            assert await handle.status() == "waiting"
+            assert await app.get_status("wait-1") == {"phase": "waiting for approval"}
+            assert "wait-1" not in app._worker.contexts  # no coroutine held while waiting
+            await app.send_event("wait-1", "approval", "yes")
+            return await handle.result(timeout=10)
+
+    assert asyncio.run(main()) == "yes"
+    assert executed == ["before", "after"]  # replay did not re-run the first step
+
+
+def test_event_timeout(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def wf(ctx: Context) -> str:
+        try:
+            await ctx.wait_for_event("never", timeout=0.05)
+        except EventTimeout:
+            return "timed out"
+        return "no"
+
+    async def main() -> object:
+        async with app:
+            return await (await app.start(wf)).result(timeout=10)
+
+    assert asyncio.run(main()) == "timed out"
+
+
+def test_durable_sleep_survives_restart_of_app(db_path: str) -> None:
+    executed.clear()
+
+    def make() -> undying.App:
+        app = temp_app(db_path, suspend_after=0.01)
+
+        @app.workflow(name="sleeper")
+        async def sleeper(ctx: Context) -> str:
+            await record("a")
+            await ctx.sleep(0.3)
+            await record("b")
+            return "done"
+
+        return app
+
+    async def first() -> None:
+        app = make()
+        async with app:
+            handle = await app.start("sleeper", run_id="s-1")
+            for _ in range(100):
+                if await handle.status() == "waiting":
+                    break
+                await app._wait_change(0.02)
+            assert await handle.status() == "waiting"
+
+    async def second() -> object:
+        app = make()
+        async with app:
+            return await app.handle("s-1").result(timeout=10)
+
+    asyncio.run(first())
+    assert asyncio.run(second()) == "done"
+    assert executed == ["a", "b"]
+
+
+def test_child_workflows_and_parallel_steps(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def child(ctx: Context, n: int) -> int:
+        return await ctx.step(lambda: n * 10)
+
+    @app.workflow()
+    async def parent(ctx: Context) -> list[int]:
+        values = await asyncio.gather(*(record(str(i)) for i in range(5)))
+        one = await ctx.call(child, 1)
+        handle = await ctx.start_child(child, 2)
+        two = await handle.result()
+        return [len(values), one, two]
+
+    async def main() -> object:
+        async with app:
+            out = await (await app.start(parent, run_id="p")).result(timeout=10)
+            kids = await app.list_runs()
+            return out, sorted(r.run_id for r in kids)
+
+    out, ids = asyncio.run(main())
+    assert out == [5, 10, 20]
+    assert ids == ["p", "p.5", "p.6"]
+
+
+def test_cancel_waiting_run_and_children(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def child(ctx: Context) -> None:
+        await ctx.wait_for_event("go")
+
+    @app.workflow()
+    async def parent(ctx: Context) -> None:
+        await ctx.call(child)
+
+    async def main() -> tuple[str, str]:
+        async with app:
+            handle = await app.start(parent, run_id="c")
+            for _ in range(200):
+                kid = await app.store.get_run("c.0")
+                if kid is not None:
+                    break
+                await app._wait_change(0.02)
+            await app.cancel("c")
+            with pytest.raises(WorkflowCancelled):
+                await handle.result(timeout=10)
+            with pytest.raises(WorkflowCancelled):
+                await app.handle("c.0").result(timeout=10)
+            return await handle.status(), await app.handle("c.0").status()
+
+    assert asyncio.run(main()) == ("cancelled", "cancelled")
+
+
+def test_deadline_cancels_run(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def slow(ctx: Context) -> None:
+        await ctx.wait_for_event("never")
+
+    async def main() -> None:
+        async with app:
+            handle = await app.start(slow, timeout=0.1)
+            with pytest.raises(WorkflowCancelled):
+                await handle.result(timeout=10)
+
+    asyncio.run(main())
+
+
+def test_fork_reuses_first_steps(db_path: str) -> None:
+    executed.clear()
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def three(ctx: Context) -> list[str]:
+        return [await record("1"), await record("2"), await record("3")]
+
+    async def main() -> object:
+        async with app:
+            await (await app.start(three, run_id="orig")).result(timeout=10)
+            forked = await app.fork("orig", from_step=2)
+            return await forked.result(timeout=10)
+
+    assert asyncio.run(main()) == ["1", "2", "3"]
+    assert executed == ["1", "2", "3", "3"]
+
+
+def test_continue_as_new_keeps_journal_small(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def loop(ctx: Context, n: int) -> int:
+        await ctx.step(lambda: n)
+        if n < 3:
+            ctx.continue_as_new(n + 1)
+        return n
+
+    async def main() -> tuple[object, int, int]:
+        async with app:
+            out = await (await app.start(loop, 0, run_id="forever")).result(timeout=10)
+            meta = await app.store.load_journal_meta("forever")
+            run = await app.store.get_run("forever")
+            assert run is not None
+            return out, len(meta), run.generation
+
+    assert asyncio.run(main()) == (3, 1, 3)
+
+
+def test_wait_first_and_patched(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @undying.step
+    async def fast() -> str:
+        return "fast"
+
+    @undying.step
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        return "slow"
+
+    @app.workflow()
+    async def race(ctx: Context) -> object:
+        index, value = await ctx.wait_first(slow(), fast())
+        return [index, value, ctx.patched("v2")]
+
+    async def main() -> object:
+        async with app:
+            first = await (await app.start(race, run_id="race")).result(timeout=10)
+            forked = await app.fork("race", from_step=10)
+            return first, await forked.result(timeout=10)
+
+    first, replayed = asyncio.run(main())
+    assert first == [1, "fast", True]
+    assert replayed == first
