@@ -15,7 +15,7 @@ import inspect
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -401,7 +401,14 @@ class App:
         return True
 
     async def _wait_change(self, timeout: float) -> None:
+        """Wait until something may have changed. A worker's scheduler watches the database
+        and calls ``_notify``; a client-only app watches the database itself (cheaply: SQLite's
+        data_version, PostgreSQL's LISTEN), so nobody polls tables in a tight loop."""
         changed = self._changed
+        if self._worker is None and self._store is not None:
+            if await self._store.wait_for_change(timeout):
+                self._notify(None)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
 
@@ -433,7 +440,25 @@ class RunHandle:
             left = 0.5 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"run {self.run_id!r} is still {record.status}")
-            await app._wait_change(min(left, 0.5 if app._worker else 0.05))
+            await app._wait_change(min(left, 0.5))
+
+    async def watch(self) -> AsyncIterator[tuple[str, Any]]:
+        """Follow the run: yields (status, published status value) each time either changes,
+        ending after the run ends. Woken by changes, not by polling tables in a loop."""
+        app = self.app
+        last: tuple[str, Any] | None = None
+        while True:
+            record = await app._get(self.run_id)
+            value = None if record.status_value is None else app.codec.decode(record.status_value)
+            if self.run_id in app._status_cache and record.status not in TERMINAL:
+                value = app._status_cache[self.run_id]
+            current = (record.status, value)
+            if current != last:
+                last = current
+                yield current
+            if record.status in TERMINAL:
+                return
+            await app._wait_change(0.5)
 
     async def cancel(self) -> None:
         await self.app.cancel(self.run_id)

@@ -256,3 +256,30 @@ def test_wait_first_and_patched(db_path: str) -> None:
     first, replayed = asyncio.run(main())
     assert first == [1, "fast", True]
     assert replayed == first
+
+
+def test_client_follows_progress_with_watch(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def phases(ctx: Context) -> str:
+        ctx.set_status("searching")
+        await ctx.wait_for_event("next")
+        ctx.set_status("writing")
+        await record("w")
+        return "done"
+
+    async def main() -> list[tuple[str, object]]:
+        async with app:
+            handle = await app.start(phases, run_id="watch-1")
+            seen: list[tuple[str, object]] = []
+            async for state in handle.watch():
+                seen.append(state)
+                if state[1] == "searching":
+                    await app.send_event("watch-1", "next", key="once")
+            return seen
+
+    seen = asyncio.run(main())
+    assert any(value == "searching" for _, value in seen)
+    assert seen[-1][0] == "completed"
+    assert any(value == "writing" for _, value in seen)
