@@ -67,6 +67,7 @@ class App:
         poll_interval: float = 1.0,
         suspend_after: float = 1.0,
         max_concurrent_runs: int = 10_000,
+        retention_days: float | None = None,
     ) -> None:
         for label, value in (("lease_ttl", lease_ttl), ("poll_interval", poll_interval)):
             if not isinstance(value, int | float) or value <= 0:
@@ -78,12 +79,20 @@ class App:
         self.database_url = database_url
         self.durability = durability
         self.codec = Codec(allow_pickle=allow_pickle)
+        # Argument digests hash uncompressed frames: a zstd upgrade must not change them.
+        self.digest_codec = Codec(allow_pickle=allow_pickle, compress_threshold=1 << 62)
         self.strict = strict
         self.is_worker = worker
         self.lease_ttl = float(lease_ttl)
         self.poll_interval = float(poll_interval)
         self.suspend_after = float(suspend_after)
         self.max_concurrent_runs = max_concurrent_runs
+        if retention_days is not None and (
+            not isinstance(retention_days, int | float) or retention_days < 0
+        ):
+            raise InvalidArgument(f"retention_days must be >= 0, not {retention_days!r}")
+        #: workers delete runs that ended longer ago than this, and their unused chunks, hourly
+        self.retention_days = retention_days
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         self._store_template = store_from_url(database_url, durability=durability)
         self._store: Store | None = None

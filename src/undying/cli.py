@@ -164,6 +164,18 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_gc(args: argparse.Namespace) -> int:
+    from .retention import collect_garbage
+
+    async with _client(args) as app:
+        report = await collect_garbage(app.store, older_than_days=args.older_than_days)
+    print(
+        f"deleted {report.runs_deleted} run(s) and {report.blobs_deleted} unreferenced "
+        f"chunk(s); {report.blobs_kept} chunk(s) still in use"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
@@ -217,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     sub.add_parser("migrate", help="apply database migrations")
+    p = sub.add_parser("gc", help="delete old runs and chunks no journal refers to")
+    p.add_argument(
+        "--older-than-days", type=float, default=None, help="also delete runs ended before this"
+    )
     p = sub.add_parser("demo", help="crash and recover the example research agent")
     p.add_argument("--dir", default=None, help="where to keep the demo database")
     return parser
@@ -234,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "send": _cmd_send,
         "replay-check": _cmd_replay_check,
         "migrate": _cmd_migrate,
+        "gc": _cmd_gc,
         "demo": _cmd_demo,
         "ui": _cmd_ui,
     }

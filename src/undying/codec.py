@@ -76,7 +76,7 @@ _POOL_SIZE: Final = 16
 _POOL_MAX_BUFFER: Final = 1 << 20
 """A packer that just produced more than this is dropped, so pools never pin big buffers."""
 
-_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
+_PROTOCOL: Final = 5  # fixed, not HIGHEST_PROTOCOL: older workers must read what newer ones write
 _LEAVE: Final = object()
 _FIX_HINT: Final = (
     "Use a JSON-compatible value (dict, list, str, int, float, bool, None), bytes, a "
@@ -120,7 +120,7 @@ _compressors: list[zstandard.ZstdCompressor] = []
 _decompressors: list[zstandard.ZstdDecompressor] = []
 
 
-def zstd_compress(data: bytes | memoryview) -> bytes:
+def zstd_compress(data: bytes | bytearray | memoryview) -> bytes:
     """Compress with zstd level 3 (a frame that records its content size)."""
     try:
         compressor = _compressors.pop()
@@ -132,7 +132,7 @@ def zstd_compress(data: bytes | memoryview) -> bytes:
     return result
 
 
-def zstd_decompress(data: bytes | memoryview, limit: int) -> bytes:
+def zstd_decompress(data: bytes | bytearray | memoryview, limit: int) -> bytes:
     """Decompress one zstd frame, refusing one that claims to hold more than ``limit`` bytes.
 
     The limit keeps a damaged header from making us allocate gigabytes.
@@ -240,7 +240,7 @@ def _fields_of(cls: type) -> tuple[dataclasses.Field[Any], ...]:
 
 
 def _is_dataclass_instance(value: object) -> bool:
-    return hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type)
+    return hasattr(type(value), "__dataclass_fields__")
 
 
 def _is_namedtuple_class(cls: type) -> bool:
@@ -346,7 +346,7 @@ class Codec:
             return _NONE_FRAME
         try:
             body = self._pack(value)
-        except (_NotEncodable, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        except Exception as exc:  # whatever failed, the walk below says where
             raise self._explain(value, root, exc) from None
         size = len(body)
         if self.compress_threshold < size <= CHUNK_THRESHOLD - _OVERHEAD:
@@ -385,14 +385,18 @@ class Codec:
         base = _pydantic_base()
         if base is not None and isinstance(value, base):
             module, qualname = _class_path(cls, "pydantic model")
-            state = value.model_dump(mode="python", round_trip=True)
+            try:  # unexpected field values pass through, so the error names them by path
+                state = value.model_dump(mode="python", round_trip=True, warnings=False)
+            except Exception as exc:
+                raise _NotEncodable(f"pydantic cannot dump it: {exc}") from None
             return msgpack.ExtType(_Ext.PYDANTIC, self._pack([module, qualname, state]))
         if self.allow_pickle:
             try:
                 return msgpack.ExtType(_Ext.PICKLE, pickle.dumps(value, protocol=_PROTOCOL))
             except Exception as exc:
                 raise _NotEncodable(f"pickle failed: {type(exc).__name__}: {exc}") from None
-        raise _NotEncodable(f"a value of type {_type_name(value)} is not supported")
+        hint = "; convert it with .tolist() or .item()" if cls.__module__ == "numpy" else ""
+        raise _NotEncodable(f"a value of type {_type_name(value)} is not supported{hint}")
 
     def _bigint(self, value: int) -> msgpack.ExtType:
         size = (value.bit_length() + 8) // 8
@@ -437,7 +441,7 @@ class Codec:
 
     # decoding
 
-    def decode(self, data: bytes) -> Any:
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode a frame made by :meth:`encode`; a damaged or foreign one raises, never guesses."""
         if data == _NONE_FRAME:
             return None
@@ -606,6 +610,9 @@ class Codec:
             except _NotEncodable as exc:
                 yield path, exc.reason
                 continue
+            except Exception as exc:
+                yield path, f"{type(exc).__name__}: {exc}"
+                continue
             open_.add(id(item))
             stack.append((_LEAVE, path, id(item)))
             stack.extend((child, child_path, depth + 1) for child, child_path in reversed(children))
@@ -638,7 +645,8 @@ class Codec:
         elif (base := _pydantic_base()) is not None and isinstance(item, base):
             _class_path(cls, "pydantic model")
             for name in cls.model_fields:
-                yield getattr(item, name), f"{path}.{name}"
+                if hasattr(item, name):  # model_construct() may have left it unset
+                    yield getattr(item, name), f"{path}.{name}"
         else:
             self._default(item)  # a leaf: pickle it (when allowed) or raise why not
 

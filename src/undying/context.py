@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import datetime as dt
+import functools
 import inspect
 import math
 import time
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import determinism
-from .codec import digest
+from .codec import CHUNK_THRESHOLD, Codec, digest
 from .errors import (
     EventTimeout,
     InvalidArgument,
@@ -35,6 +35,7 @@ from .errors import (
     WorkflowCancelled,
 )
 from .journal import JournalCursor, describe_error, mismatch, rebuild_error, step_failure
+from .payloads import offload
 from .steps import (
     StepInfo,
     StepPolicy,
@@ -48,6 +49,7 @@ from .validation import check_event_name
 
 if TYPE_CHECKING:
     from .app import App
+    from .state import RunState
 
 T = TypeVar("T")
 _NO_ARGS_DIGEST = b""
@@ -78,6 +80,7 @@ class Context:
         self._app = app
         self._store = app._store_or_raise()
         self._codec = app.codec
+        self._digest_codec: Codec = app.digest_codec
         self.run_id = run.run_id
         self.workflow = run.workflow
         self.epoch = run.epoch
@@ -94,6 +97,7 @@ class Context:
         self._wakeup = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._status_latest: bytes | None = None
+        self._state: RunState | None = None
 
     def __repr__(self) -> str:
         return f"<Context run={self.run_id!r} workflow={self.workflow!r} seq={self._seq}>"
@@ -122,6 +126,10 @@ class Context:
         return pending
 
     async def _write(self, entries: list[Entry], *, durable: bool = False) -> None:
+        for entry in entries:
+            if entry.payload is not None and len(entry.payload) > CHUNK_THRESHOLD:
+                await offload(self._store, entries)
+                break
         try:
             await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
         except LeaseLost:
@@ -136,7 +144,7 @@ class Context:
         if not args and not kwargs:
             return _NO_ARGS_DIGEST
         try:
-            return digest(self._codec.encode((args, kwargs)))
+            return digest(self._digest_codec.encode((args, kwargs)))
         except SerializationError:
             return None  # unencodable arguments (a client object, say) are not compared
 
@@ -398,6 +406,15 @@ class Context:
         now = time.time()
         self._pending.append(Entry(seq, "patch", change_id, OK, None, None, 1, now, now))
         return True
+
+    @property
+    def state(self) -> RunState:
+        """Durable per-run key/value state, stored and loaded key by key (see ``RunState``)."""
+        if self._state is None:
+            from .state import RunState
+
+            self._state = RunState(self)
+        return self._state
 
     # -- status ---------------------------------------------------------------------------------
     def set_status(self, value: Any) -> None:

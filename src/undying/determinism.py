@@ -117,6 +117,9 @@ class _DatetimeMeta(type):
 class _GuardedDatetime(_dt.datetime, metaclass=_DatetimeMeta):
     """``datetime.datetime`` whose clock reads are checked (used in workflow module globals)."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> _dt.datetime:  # type: ignore[misc]
+        return _dt.datetime(*args, **kwargs)  # instances stay plain datetimes
+
     @classmethod
     def now(cls, tz: _dt.tzinfo | None = None) -> _dt.datetime:  # type: ignore[override]
         check("datetime.now")
@@ -134,6 +137,9 @@ class _GuardedDatetime(_dt.datetime, metaclass=_DatetimeMeta):
 
 
 class _GuardedDate(_dt.date, metaclass=_DatetimeMeta):
+    def __new__(cls, *args: Any, **kwargs: Any) -> _dt.date:  # type: ignore[misc]
+        return _dt.date(*args, **kwargs)
+
     @classmethod
     def today(cls) -> _dt.date:  # type: ignore[override]
         check("date.today")

@@ -24,7 +24,10 @@ from .errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
+from .payloads import REF_MARK, resolve
 from .store.base import Entry, Store
+
+REF_PREFIX = bytes([REF_MARK])
 
 PAYLOAD_BATCH = 64
 
@@ -67,6 +70,8 @@ class JournalCursor:
     async def payload(self, entry: Entry) -> bytes | None:
         """The entry's payload, fetching it (and those of the next deferred entries) if needed."""
         if not entry.deferred:
+            if entry.payload is not None and entry.payload[:1] == REF_PREFIX:
+                entry.payload = await resolve(self._store, entry.payload)
             return entry.payload
         # Entries are kept in journal order and dropped once consumed, so the next deferred
         # ones are at the front of the dict.
@@ -82,6 +87,8 @@ class JournalCursor:
             raise SerializationError(
                 f"journal entry {entry.seq} of run {self._run_id!r} lost its payload"
             )
+        if entry.payload is not None and entry.payload[:1] == REF_PREFIX:
+            entry.payload = await resolve(self._store, entry.payload)
         return entry.payload
 
 

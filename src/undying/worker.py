@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .context import Context, ContinueAsNew, Suspended
 from .errors import LeaseLost, SerializationError, UnknownWorkflow, WorkflowCancelled
 from .journal import JournalCursor, describe_error
+from .retention import collect_garbage
 from .steps import current_context
 from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("undying.worker")
+GC_INTERVAL = 3600.0
 
 
 class Worker:
@@ -142,7 +144,14 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         store = self.app._store_or_raise()
+        next_gc = time.monotonic()
         while not self._stopping:
+            if self.app.retention_days is not None and time.monotonic() >= next_gc:
+                next_gc = time.monotonic() + GC_INTERVAL
+                try:
+                    await collect_garbage(store, older_than_days=self.app.retention_days)
+                except Exception:
+                    log.exception("retention/garbage collection failed; will retry")
             await asyncio.sleep(self.app.lease_ttl / 3)
             try:
                 cancelled = await store.heartbeat(

@@ -271,6 +271,27 @@ class Store(abc.ABC):
         """Run ``fn(connection, *args)`` and write ``make_entries(result)`` in the same
         database transaction. Returns fn's result."""
 
+    @abc.abstractmethod
+    async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
+        """Payload of the latest ``ctx.state`` write of ``key`` before ``before_seq``."""
+
+    # -- retention and garbage collection ----------------------------------------------------
+    @abc.abstractmethod
+    async def delete_finished_runs(self, older_than: float) -> int:
+        """Delete ended top-level runs last updated before ``older_than`` (with their
+        children, journals, events and lineage). Returns how many runs were deleted."""
+
+    @abc.abstractmethod
+    async def ref_payloads(self) -> list[bytes]:
+        """Every journal payload that is a chunk reference (the roots for GC)."""
+
+    @abc.abstractmethod
+    async def blob_hashes(self, written_before: float) -> list[bytes]:
+        """Hashes of blobs last written (or re-used) before ``written_before``."""
+
+    @abc.abstractmethod
+    async def delete_blobs(self, hashes: Sequence[bytes]) -> None: ...
+
     # -- blobs (content-addressed chunks of large payloads) ----------------------------------
     @abc.abstractmethod
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None: ...

@@ -481,11 +481,39 @@ class SQLiteStore(Store):
             self._write_pending(db, run_id, epoch, make_entries(result))
         return result
 
+    async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
+        row = self.db.execute(self._q["load_state"], (run_id, key, before_seq)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    # -- retention and garbage collection -------------------------------------------------
+    async def delete_finished_runs(self, older_than: float) -> int:
+        deleted = 0
+        with self._tx() as db:
+            for (run_id,) in db.execute(self._q["old_runs"], (older_than,)).fetchall():
+                tree = [r[0] for r in db.execute(self._q["run_tree"], (run_id,))]
+                for rid in tree:
+                    for table in ("journal", "events", "lineage", "runs"):
+                        db.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+                deleted += len(tree)
+        return deleted
+
+    async def ref_payloads(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self.db.execute(self._q["ref_payloads"])]
+
+    async def blob_hashes(self, written_before: float) -> list[bytes]:
+        rows = self.db.execute(self._q["blob_hashes"], (written_before,))
+        return [bytes(r[0]) for r in rows]
+
+    async def delete_blobs(self, hashes: Sequence[bytes]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM blobs WHERE hash = ?", [(h,) for h in hashes])
+
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
         if blobs:
             with self._tx() as db:
-                db.executemany(self._q["put_blob"], blobs.items())
+                now = time.time()
+                db.executemany(self._q["put_blob"], [(h, d, now) for h, d in blobs.items()])
 
     async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
@@ -530,9 +558,10 @@ class SQLiteStore(Store):
                 if status == RUNNING:
                     db.execute(self._q["flag_cancel"], (now, rid))
                     flagged.append(rid)
-                elif status != CANCELLED and db.execute(
-                    self._q["cancel_idle"], (error, now, rid)
-                ).rowcount:
+                elif (
+                    status != CANCELLED
+                    and db.execute(self._q["cancel_idle"], (error, now, rid)).rowcount
+                ):
                     self._notify_parent(db, rid, now)
         return flagged
 

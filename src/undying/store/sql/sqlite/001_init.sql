@@ -62,6 +62,7 @@ CREATE TABLE lineage (
 ) WITHOUT ROWID;
 
 CREATE TABLE blobs (
-    hash BLOB PRIMARY KEY,
-    data BLOB NOT NULL
+    hash       BLOB PRIMARY KEY,
+    data       BLOB NOT NULL,
+    written_at REAL NOT NULL   -- refreshed on every re-use: GC spares blobs written recently
 ) WITHOUT ROWID;

@@ -117,7 +117,8 @@ SELECT run_id FROM runs WHERE owner = ? AND status = 'running' AND cancel_reques
 SELECT min(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL
 
 -- name: put_blob
-INSERT INTO blobs (hash, data) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING
+INSERT INTO blobs (hash, data, written_at) VALUES (?, ?, ?)
+ON CONFLICT (hash) DO UPDATE SET written_at = excluded.written_at
 
 -- name: take_event
 SELECT id, payload FROM events
@@ -162,3 +163,18 @@ FROM journal WHERE run_id = ? AND seq < ? AND status IN ('ok', 'error')
 UPDATE runs SET status = 'pending', error = NULL, cancel_requested = 0, owner = NULL,
                 lease_expires = NULL, updated_at = ?
 WHERE run_id = ? AND status IN ('failed', 'cancelled')
+
+-- name: load_state
+SELECT payload FROM journal
+WHERE run_id = ? AND kind = 'state' AND name = ? AND seq < ? AND status = 'ok'
+ORDER BY seq DESC LIMIT 1
+
+-- name: old_runs
+SELECT run_id FROM runs
+WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < ? AND parent_id IS NULL
+
+-- name: ref_payloads
+SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
+
+-- name: blob_hashes
+SELECT hash FROM blobs WHERE written_at < ?

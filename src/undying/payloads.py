@@ -1,0 +1,87 @@
+"""Where large journal payloads go: content-defined chunks, stored once by hash.
+
+A journal entry's payload is normally a codec frame kept inline in its row. When the frame is
+larger than ``CHUNK_THRESHOLD``, it is split (``undying.chunking``) into chunks and tree nodes
+that are stored in the ``blobs`` table, deduplicated across steps and runs, and the row keeps
+only a small reference: ``REF_MARK`` followed by the chunk tree's root reference. Codec frames
+never start with ``REF_MARK``, so a reader can tell the two apart from the first byte.
+
+The chunker is imported only when a payload is that large, so ``import undying`` and small
+workloads never pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .codec import CHUNK_THRESHOLD
+from .store.base import Entry, Store
+
+REF_MARK = 0x10
+_REF_PREFIX = bytes([REF_MARK])
+
+
+def is_ref(payload: bytes | None) -> bool:
+    return payload is not None and payload[:1] == _REF_PREFIX
+
+
+async def offload(store: Store, entries: Sequence[Entry]) -> None:
+    """Replace large payloads with chunk references, storing the chunks first.
+
+    Chunks are content-addressed and written before the entry that refers to them, so a crash
+    in between leaves at worst an unreferenced blob for ``undying gc``, never a dangling ref."""
+    for entry in entries:
+        payload = entry.payload
+        if payload is not None and len(payload) > CHUNK_THRESHOLD and not is_ref(payload):
+            from .chunking import split
+
+            root, blobs = split(payload)
+            await store.put_blobs(blobs)
+            entry.payload = _REF_PREFIX + root
+
+
+async def resolve(store: Store, payload: bytes) -> bytes:
+    """The codec frame a stored payload stands for (joining chunks when it is a reference)."""
+    if not is_ref(payload):
+        return payload
+    from .chunking import join
+
+    loop = asyncio.get_running_loop()
+
+    def load(hashes: list[bytes]) -> Mapping[bytes, bytes]:
+        # join() is synchronous; it runs in a thread and asks the loop for each batch.
+        future = asyncio.run_coroutine_threadsafe(store.get_blobs(hashes), loop)
+        return future.result()
+
+    return await asyncio.to_thread(join, bytes(payload[1:]), load)
+
+
+async def referenced_blobs(store: Store, payloads: Sequence[bytes]) -> set[bytes]:
+    """Every blob hash the given references need (the mark phase of garbage collection)."""
+    from .chunking import referenced
+
+    loop = asyncio.get_running_loop()
+
+    def load(hashes: list[bytes]) -> Mapping[bytes, bytes]:
+        return asyncio.run_coroutine_threadsafe(store.get_blobs(hashes), loop).result()
+
+    def mark() -> set[bytes]:
+        seen: set[bytes] = set()
+        for payload in payloads:
+            if is_ref(payload):
+                seen |= referenced(bytes(payload[1:]), load)
+        return seen
+
+    return await asyncio.to_thread(mark)
+
+
+def describe(payload: bytes | None) -> dict[str, Any]:
+    """How a payload is stored (for ``undying show``)."""
+    if payload is None:
+        return {"stored": "none"}
+    if is_ref(payload):
+        length = int.from_bytes(payload[4:12], "little") if len(payload) >= 12 else 0
+        return {"stored": "chunked", "bytes": length}
+    return {"stored": "inline", "bytes": len(payload)}

@@ -1,0 +1,346 @@
+-- Named queries for the PostgreSQL store. Each block starts with "-- name: <name>".
+-- Placeholders are psycopg's (%s, %(name)s). Parameters in a SELECT list are cast, because
+-- PostgreSQL cannot infer their types from an INSERT ... SELECT target.
+-- Writes that make work available end with pg_notify('undying', <store token>) in the same
+-- statement or transaction: the notification is sent only if the change commits.
+
+-- name: lock_migrations
+-- Serializes workers that start at the same moment against one empty database.
+SELECT pg_advisory_xact_lock(1970168941, 0)
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS undying_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)
+
+-- name: applied_migrations
+SELECT version FROM undying_migrations
+
+-- name: record_migration
+INSERT INTO undying_migrations (version, name, applied_at) VALUES (%s, %s, %s)
+
+-- name: lock_worker
+-- Held for the life of the worker's session; see probe_dead_owners.
+SELECT pg_try_advisory_lock(hashtextextended(%s, 0))
+
+-- name: unlock_worker
+SELECT pg_advisory_unlock(hashtextextended(%s, 0))
+
+-- name: listen
+LISTEN undying
+
+-- name: notify
+SELECT pg_notify('undying', %s)
+
+-- name: insert_run
+WITH created AS (
+    INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
+                      queue, priority, deadline, created_at, updated_at)
+    VALUES (%(run_id)s, %(workflow)s, %(status)s, %(input)s, %(owner)s, %(lease_expires)s,
+            %(epoch)s, %(parent_id)s, %(queue)s, %(priority)s, %(deadline)s, %(now)s, %(now)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING owner
+)
+SELECT CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM created
+
+-- name: get_run
+SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+       cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+       created_at, updated_at
+FROM runs WHERE run_id = %s
+
+-- name: list_runs
+SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+       cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+       created_at, updated_at
+FROM runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+ORDER BY created_at DESC
+LIMIT %(limit)s
+
+-- name: append_entry
+-- The epoch check is folded into the INSERT: a fenced-out writer inserts nothing.
+INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                     finished_at, payload)
+SELECT %s::text, %s::integer, %s::text, %s::text, %s::bytea, %s::text, %s::integer,
+       %s::float8, %s::float8, %s::bytea
+FROM runs WHERE run_id = %s AND epoch = %s
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+    status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, payload = excluded.payload
+WHERE journal.status IN ('intent', 'waiting')
+
+-- name: append_entries
+-- append_entry for a batch (distinct seqs): one statement, one round trip, same fence.
+INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                     finished_at, payload)
+SELECT r.run_id, e.seq, e.kind, e.name, e.digest, e.status, e.attempt, e.started_at,
+       e.finished_at, e.payload
+FROM runs r,
+     unnest(%(seq)s::integer[], %(kind)s::text[], %(name)s::text[], %(digest)s::bytea[],
+            %(status)s::text[], %(attempt)s::integer[], %(started_at)s::float8[],
+            %(finished_at)s::float8[], %(payload)s::bytea[])
+       AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
+ORDER BY e.seq
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+    status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, payload = excluded.payload
+WHERE journal.status IN ('intent', 'waiting')
+
+-- name: check_epoch
+SELECT epoch FROM runs WHERE run_id = %s
+
+-- name: load_journal_meta
+SELECT seq, kind, name, status,
+       CASE WHEN length(payload) <= %(inline)s THEN payload END,
+       digest, attempt, started_at, finished_at,
+       coalesce(length(payload) > %(inline)s, FALSE)
+FROM journal WHERE run_id = %(run_id)s ORDER BY seq
+
+-- name: load_payloads
+SELECT seq, payload FROM journal WHERE run_id = %s AND seq = ANY(%s::integer[])
+
+-- name: finish_run
+UPDATE runs SET status = %s, output = %s, error = %s, owner = NULL, lease_expires = NULL,
+                wake_at = NULL, wait_events = NULL, updated_at = %s
+WHERE run_id = %s AND epoch = %s
+
+-- name: insert_child_event
+-- The event a finished (or cancelled) child leaves for its parent; keyed, so stored once.
+INSERT INTO events (run_id, name, key, payload, created_at)
+SELECT parent_id, %(name)s::text, %(name)s::text, ''::bytea, %(now)s::float8
+FROM runs WHERE run_id = %(child)s AND parent_id IS NOT NULL
+ON CONFLICT DO NOTHING
+
+-- name: wake_parent
+UPDATE runs AS parent SET wake_at = 0, updated_at = %(now)s
+FROM runs AS child
+WHERE child.run_id = %(child)s AND parent.run_id = child.parent_id
+  AND parent.status = 'waiting'
+  AND strpos(parent.wait_events, chr(10) || %(name)s::text || chr(10)) > 0
+
+-- name: send_event
+-- One statement: the existence check, the keyed insert, the wake-up and the notification
+-- commit together, and a repeated key changes nothing.
+WITH target AS (
+    SELECT run_id FROM runs WHERE run_id = %(run_id)s
+), stored AS (
+    INSERT INTO events (run_id, name, key, payload, created_at)
+    SELECT run_id, %(name)s::text, %(key)s::text, %(payload)s::bytea, %(now)s::float8
+    FROM target
+    ON CONFLICT DO NOTHING
+    RETURNING run_id
+), woken AS (
+    UPDATE runs SET wake_at = 0, updated_at = %(now)s::float8
+    WHERE run_id IN (SELECT run_id FROM stored) AND status = 'waiting'
+      AND strpos(wait_events, chr(10) || %(name)s::text || chr(10)) > 0
+)
+SELECT (SELECT count(*) FROM target),
+       (SELECT count(*) FROM stored),
+       (SELECT count(*) FROM (SELECT pg_notify('undying', %(token)s) FROM stored) AS sent)
+
+-- name: suspend_run
+UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL,
+    wait_events = %(key)s::text,
+    wake_at = CASE WHEN EXISTS (
+        SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
+          AND strpos(%(key)s::text, chr(10) || e.name || chr(10)) > 0) THEN 0
+        ELSE %(wake_at)s::float8 END,
+    updated_at = %(now)s
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+
+-- name: notify_if_due
+SELECT pg_notify('undying', %(token)s)
+FROM runs WHERE run_id = %(run_id)s AND status = 'waiting' AND wake_at <= %(now)s
+
+-- name: release_runs
+WITH released AS (
+    UPDATE runs SET status = 'pending', owner = NULL, lease_expires = NULL, updated_at = %(now)s
+    WHERE run_id = ANY(%(run_ids)s::text[]) AND owner = %(owner)s AND status = 'running'
+    RETURNING run_id
+)
+SELECT pg_notify('undying', %(token)s) FROM released LIMIT 1
+
+-- name: resume_run
+WITH resumed AS (
+    UPDATE runs SET status = 'pending', error = NULL, cancel_requested = FALSE, owner = NULL,
+                    lease_expires = NULL, updated_at = %(now)s
+    WHERE run_id = %(run_id)s AND status IN ('failed', 'cancelled')
+    RETURNING run_id
+)
+SELECT pg_notify('undying', %(token)s) FROM resumed
+
+-- name: set_status_value
+UPDATE runs SET status_value = %s, updated_at = %s WHERE run_id = %s AND epoch = %s
+
+-- name: lock_queues
+-- Per-queue claim locks, always taken in key order so two claimers never deadlock.
+SELECT pg_advisory_xact_lock(1970168945, key)
+FROM (SELECT DISTINCT hashtext(q) AS key FROM unnest(%s::text[]) AS q ORDER BY key) AS keys
+
+-- name: claim_due
+UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
+      AND (queue IS NULL OR queue <> ALL(%(queues)s::text[]))
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: claim_queue
+UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE queue = %(queue)s
+      AND (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: count_queue_running
+SELECT count(*) FROM runs WHERE queue = %s AND status = 'running'
+
+-- name: count_queue_started_since
+SELECT count(*) FROM queue_starts WHERE queue = %s AND started_at > %s
+
+-- name: record_queue_starts
+INSERT INTO queue_starts (queue, started_at)
+SELECT %s::text, %s::float8 FROM generate_series(1, %s::integer)
+
+-- name: probe_dead_owners
+-- An owner is dead when its session advisory lock is free: take it, and give it back at once.
+WITH probe AS MATERIALIZED (
+    SELECT owner, pg_try_advisory_lock(hashtextextended(owner, 0)) AS free
+    FROM (SELECT DISTINCT owner FROM runs
+          WHERE status = 'running' AND owner IS NOT NULL AND owner <> %(me)s
+            AND owner <> ALL(%(known)s::text[])) AS owners
+)
+SELECT owner, pg_advisory_unlock(hashtextextended(owner, 0)) FROM probe WHERE free
+
+-- name: take_over
+UPDATE runs SET owner = %(owner)s, lease_expires = %(lease_expires)s, epoch = epoch + 1,
+                updated_at = %(now)s
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE status = 'running' AND owner <> %(owner)s
+      AND (lease_expires < %(now)s OR owner = ANY(%(dead)s::text[]))
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at
+
+-- name: heartbeat
+WITH extended AS (
+    UPDATE runs SET lease_expires = %s WHERE owner = %s AND status = 'running'
+    RETURNING run_id, cancel_requested
+)
+SELECT run_id FROM extended WHERE cancel_requested
+
+-- name: cancelled_owned
+SELECT run_id FROM runs WHERE owner = %s AND status = 'running' AND cancel_requested
+
+-- name: next_wake_at
+SELECT min(wake_at) FROM runs WHERE status = 'waiting' AND wake_at IS NOT NULL
+
+-- name: put_blobs
+-- In hash order, so two writers storing overlapping chunks cannot deadlock on each other.
+INSERT INTO blobs (hash, data, written_at)
+SELECT hash, data, %s::float8 FROM unnest(%s::bytea[], %s::bytea[]) AS b (hash, data)
+ORDER BY hash
+ON CONFLICT (hash) DO UPDATE SET written_at = excluded.written_at
+
+-- name: get_blobs
+SELECT hash, data FROM blobs WHERE hash = ANY(%s::bytea[])
+
+-- name: take_event
+SELECT id, payload FROM events
+WHERE run_id = %s AND name = %s AND consumed_seq IS NULL
+ORDER BY id LIMIT 1
+FOR UPDATE
+
+-- name: consume_event
+UPDATE events SET consumed_seq = %s WHERE id = %s
+
+-- name: run_tree
+WITH RECURSIVE tree (run_id) AS (
+    SELECT run_id FROM runs WHERE run_id = %s
+    UNION
+    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
+)
+SELECT r.run_id, r.status FROM runs r JOIN tree t ON r.run_id = t.run_id
+
+-- name: cancel_idle
+UPDATE runs SET status = 'cancelled', error = %s, cancel_requested = TRUE, owner = NULL,
+                wake_at = NULL, wait_events = NULL, updated_at = %s
+WHERE run_id = %s AND status IN ('pending', 'waiting')
+RETURNING run_id
+
+-- name: flag_cancel
+UPDATE runs SET cancel_requested = TRUE, updated_at = %s
+WHERE run_id = %s AND status = 'running'
+
+-- name: archive_generation
+INSERT INTO lineage (run_id, generation, input, ended_at)
+SELECT run_id, generation, input, %s::float8 FROM runs WHERE run_id = %s AND epoch = %s
+
+-- name: next_generation
+UPDATE runs SET input = %s, generation = generation + 1, status_value = NULL, updated_at = %s
+WHERE run_id = %s AND epoch = %s
+
+-- name: clear_journal
+DELETE FROM journal WHERE run_id = %s
+
+-- name: copy_journal
+INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                     finished_at, payload)
+SELECT %s::text, seq, kind, name, digest, status, attempt, started_at, finished_at, payload
+FROM journal WHERE run_id = %s AND seq < %s AND status IN ('ok', 'error')
+
+-- name: load_state
+SELECT payload FROM journal
+WHERE run_id = %s AND kind = 'state' AND name = %s AND seq < %s AND status = 'ok'
+ORDER BY seq DESC LIMIT 1
+
+-- name: delete_finished_runs
+-- Ended top-level runs with all their descendants, journals, events and lineage, at once.
+WITH RECURSIVE tree (run_id) AS (
+    SELECT run_id FROM runs
+    WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < %s
+      AND parent_id IS NULL
+    UNION
+    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
+), journals AS (
+    DELETE FROM journal WHERE run_id IN (SELECT run_id FROM tree)
+), events_gone AS (
+    DELETE FROM events WHERE run_id IN (SELECT run_id FROM tree)
+), lineage_gone AS (
+    DELETE FROM lineage WHERE run_id IN (SELECT run_id FROM tree)
+)
+DELETE FROM runs WHERE run_id IN (SELECT run_id FROM tree)
+
+-- name: ref_payloads
+-- Chunk references start with the byte 0x10 (undying.payloads.REF_MARK).
+SELECT payload FROM journal WHERE substring(payload FROM 1 FOR 1) = '\x10'::bytea
+
+-- name: blob_hashes
+SELECT hash FROM blobs WHERE written_at < %s
+
+-- name: delete_blobs
+DELETE FROM blobs WHERE hash = ANY(%s::bytea[])
