@@ -183,12 +183,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    try:
-        from .web import serve
-    except ImportError:
-        print("the web UI is not part of this build yet; use `undying runs` and `undying show`")
-        return 2
-    return int(serve(args.db, args.host, args.port))
+    print(
+        "the web UI is not built yet; `undying runs`, `undying show RUN` and "
+        "RunHandle.watch() cover the same ground for now",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
