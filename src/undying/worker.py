@@ -117,12 +117,14 @@ class Worker:
                 self._poke.clear()
                 poke = asyncio.ensure_future(self._poke.wait())
                 change = asyncio.ensure_future(store.wait_for_change(timeout))
-                done, pending = await asyncio.wait(
-                    {poke, change}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                try:
+                    done, _ = await asyncio.wait(
+                        {poke, change}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    for task in (poke, change):
+                        task.cancel()
+                    await asyncio.gather(poke, change, return_exceptions=True)
                 if change in done and change.result():
                     await self._on_external_change()
             except asyncio.CancelledError:
