@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import determinism
 from .codec import Codec
@@ -109,7 +109,11 @@ class App:
         return f"<undying.App {self._store_template.url} workflows={len(self._workflows)}>"
 
     # -- registry -------------------------------------------------------------------------------
-    def workflow(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+    @overload
+    def workflow(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register an ``async def`` workflow ``fn(ctx, ...)``; name defaults to module:qualname."""
 
         def register(func: F) -> F:

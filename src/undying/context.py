@@ -42,6 +42,7 @@ from .steps import (
     callable_name,
     current_context,
     current_step_info,
+    idempotency_key_for,
     policy_of,
 )
 from .store.base import ARMED, COMPLETED, ERROR, INTENT, OK, TERMINAL, Entry, RunRecord
@@ -97,6 +98,7 @@ class Context:
         self._wakeup = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._status_latest: bytes | None = None
+        self._flushing: asyncio.Future[None] | None = None
         self._state: RunState | None = None
 
     def __repr__(self) -> str:
@@ -137,8 +139,16 @@ class Context:
             raise
 
     async def _flush(self) -> None:
+        """Make every recorded value durable before the caller's effect runs.
+
+        With parallel steps, another branch may have taken the buffered values and still be
+        writing them; wait for that write too, not only for our own."""
         if self._pending:
-            await self._write(self._take_pending())
+            write = asyncio.ensure_future(self._write(self._take_pending()))
+            self._flushing = write
+            await write
+        elif self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
 
     def _digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
         if not args and not kwargs:
@@ -211,14 +221,14 @@ class Context:
         if policy.at_most_once:
             intent = Entry(seq, "step", policy.name, INTENT, None, arg_digest, 1, started)
             await self._write([*self._take_pending(), intent], durable=True)
-        elif self._pending:
+        elif self._pending or (self._flushing is not None and not self._flushing.done()):
             await self._flush()
         attempt = 0
         self._inflight += 1
         try:
             while True:
                 attempt += 1
-                info = StepInfo(self.run_id, seq, policy.name, attempt)
+                info = StepInfo(self.run_id, seq, policy.name, attempt, self.generation)
                 try:
                     result = await _invoke(info, policy, fn, is_async, args, kwargs)
                 except Exception as exc:
@@ -234,7 +244,9 @@ class Context:
                 try:
                     payload = self._codec.encode(result, root=f"result of step {policy.name}")
                 except SerializationError as exc:
-                    await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
+                    await self._record_failure(
+                        seq, policy, arg_digest, attempt, started, exc, as_is=True
+                    )
                     raise
                 await self._write(
                     [
@@ -264,8 +276,10 @@ class Context:
         attempt: int,
         started: float,
         exc: BaseException,
+        *,
+        as_is: bool = False,
     ) -> None:
-        payload = describe_error(exc, self._codec, attempts=attempt)
+        payload = describe_error(exc, self._codec, attempts=attempt, as_is=as_is)
         await self._write(
             [
                 Entry(
@@ -288,7 +302,7 @@ class Context:
             step_name=policy.name,
             seq=seq,
             attempt=entry.attempt,
-            idempotency_key=f"{self.run_id}:{seq}",
+            idempotency_key=idempotency_key_for(self.run_id, self.generation, seq),
         )
         payload = describe_error(exc, self._codec, in_doubt=True)
         await self._write(
@@ -444,7 +458,7 @@ class Context:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "sleep", "sleep")
-            wake_at = float(self._decode(entry.payload))
+            wake_at = float(self._decode(await self._cursor.payload(entry)))
             if entry.status == OK:
                 return
         else:
@@ -484,11 +498,12 @@ class Context:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "event", name)
+            value = self._decode(await self._cursor.payload(entry))
             if entry.status == OK:
-                return self._decode(entry.payload)
+                return value
             if entry.status == ERROR:
-                raise rebuild_error(self._decode(entry.payload))
-            deadline = float(self._decode(entry.payload))
+                raise rebuild_error(value)
+            deadline = float(value)
         else:
             self._raise_if_cancelled()
             if seconds is not None:
@@ -620,7 +635,7 @@ class Context:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "child", name)
-            return ChildHandle(self, self._decode(entry.payload))
+            return ChildHandle(self, self._decode(await self._cursor.payload(entry)))
         self._raise_if_cancelled()
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)

@@ -121,7 +121,7 @@ TOOLS: dict[str, Callable[..., Awaitable[Any]]] = {
 }
 
 
-@app.workflow()  # type: ignore[untyped-decorator,unused-ignore]
+@app.workflow()
 async def research_agent(ctx: Context, task: str, max_turns: int = 8) -> dict[str, Any]:
     started = ctx.now()  # journaled: a replay sees the same start time
     messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
@@ -146,6 +146,7 @@ async def research_agent(ctx: Context, task: str, max_turns: int = 8) -> dict[st
 
 _STEP_LINE = re.compile(r"^\s*\[(\d+)\] (\w+)")
 _WATCHDOG_SECONDS = 60.0
+_RECORDED = {"now": "ctx.now()", "random": "ctx.random()", "uuid": "ctx.uuid4()"}
 
 
 def main(directory: str | None = None) -> int:
@@ -216,6 +217,7 @@ def main(directory: str | None = None) -> int:
     ok = ok and charges == 1
     verdict = "exactly 1 charge" if charges == 1 else f"{charges} charges: WRONG"
     print(f"ledger holds {verdict} for run {run_id!r}")
+    print(f"look for yourself: undying --db {db_path} show {run_id}")
     return 0 if ok else 1
 
 
@@ -268,9 +270,7 @@ async def _inspect(db_path: Path, run_id: str) -> tuple[dict[int, str], str, Any
     """The run's journal ({seq: "kind name"}), its status, and its result if it completed."""
     async with App(str(db_path), worker=False) as client:
         journal = {
-            e.seq: f"{e.kind} {e.name.rpartition(':')[2]}"
-            if e.kind == "step"
-            else f"ctx.{e.kind}()"
+            e.seq: _RECORDED.get(e.kind) or f"{e.kind} {e.name.rpartition(':')[2]}"
             for e in await client.store.load_journal_meta(run_id)
             if e.status in ("ok", "error")
         }

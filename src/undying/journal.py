@@ -168,8 +168,8 @@ def _pick(attrs: dict[str, Any], cls: type) -> dict[str, Any]:
 def step_failure(info: dict[str, Any], step_name: str) -> BaseException:
     """What the workflow sees for a step recorded as failed: StepFailed (or StepInDoubt),
     with the original exception chained when it can be rebuilt."""
-    if info.get("in_doubt"):
-        return rebuild_error(info)
+    if info.get("in_doubt") or info.get("as_is"):
+        return rebuild_error(info)  # raised as it was, not wrapped in StepFailed
     original = rebuild_error(info)
     error_type = info.get("type", "").replace(":", ".")
     failed = StepFailed(

@@ -50,10 +50,19 @@ class StepInfo:
     seq: int
     name: str
     attempt: int
+    generation: int = 0
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}:{self.seq}"
+        return idempotency_key_for(self.run_id, self.generation, self.seq)
+
+
+def idempotency_key_for(run_id: str, generation: int, seq: int) -> str:
+    """``run:seq``; after ``continue_as_new`` positions restart at 0, so later generations
+    add theirs (``run@2:seq``) and never reuse an earlier generation's key."""
+    if generation:
+        return f"{run_id}@{generation}:{seq}"
+    return f"{run_id}:{seq}"
 
 
 #: The context of the workflow whose code is running, or None (outside, or inside a step).

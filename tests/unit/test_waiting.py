@@ -283,3 +283,31 @@ def test_client_follows_progress_with_watch(db_path: str) -> None:
     assert any(value == "searching" for _, value in seen)
     assert seen[-1][0] == "completed"
     assert any(value == "writing" for _, value in seen)
+
+
+def test_idempotency_keys_differ_across_generations_and_big_events_replay(db_path: str) -> None:
+    app = temp_app(db_path)
+    keys: list[str] = []
+
+    @undying.step
+    async def charge() -> None:
+        keys.append(undying.idempotency_key())
+
+    @app.workflow()
+    async def billing(ctx: Context, period: int) -> object:
+        await charge()
+        if period < 2:
+            ctx.continue_as_new(period + 1)
+        return await ctx.wait_for_event("big")
+
+    async def main() -> tuple[object, object]:
+        async with app:
+            handle = await app.start(billing, 0, run_id="bill")
+            await app.send_event("bill", "big", "x" * 600)
+            first = await handle.result(timeout=10)
+            forked = await app.fork("bill", from_step=2)
+            return first, await forked.result(timeout=10)
+
+    first, replayed = asyncio.run(main())
+    assert keys[:3] == ["bill:0", "bill@1:0", "bill@2:0"]
+    assert first == replayed == "x" * 600
