@@ -33,10 +33,12 @@ async def collect_garbage(
     runs_deleted = 0
     if older_than_days is not None:
         runs_deleted = await store.delete_finished_runs(time.time() - older_than_days * 86400)
-    candidates = await store.blob_hashes(time.time() - grace)
+    cutoff = time.time() - grace
+    candidates = await store.blob_hashes(cutoff)
     if not candidates:
         return GcReport(runs_deleted, 0, 0)
     live = await referenced_blobs(store, await store.ref_payloads())
     dead = [h for h in candidates if h not in live]
-    await store.delete_blobs(dead)
+    # A blob re-used after the mark phase has a newer written_at and survives the sweep.
+    await store.delete_blobs(dead, cutoff)
     return GcReport(runs_deleted, len(dead), len(candidates) - len(dead))

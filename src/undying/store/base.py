@@ -290,7 +290,8 @@ class Store(abc.ABC):
         """Hashes of blobs last written (or re-used) before ``written_before``."""
 
     @abc.abstractmethod
-    async def delete_blobs(self, hashes: Sequence[bytes]) -> None: ...
+    async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
+        """Delete these blobs unless one was re-used (re-written) since ``written_before``."""
 
     # -- blobs (content-addressed chunks of large payloads) ----------------------------------
     @abc.abstractmethod

@@ -1,9 +1,10 @@
 """The PostgreSQL store: any number of workers, on any number of machines, share one database.
 
 Connections come from a pool in autocommit mode, so a single statement is its own transaction:
-the hot path, a fenced journal append, costs one round trip. Writes that must commit several
-rows together run in pipeline mode, so ``BEGIN`` and the statements travel in one batch and
-the transaction costs two round trips, however many statements it holds. Commits are always
+the hot path, a fenced journal append, costs one round trip. Writes that must change several
+rows together (finish a run with its last entries, wake its parent, notify) are also one
+statement, with data-modifying CTEs; when the epoch fence refuses any part of one, the SQL
+function ``undying_fence`` raises and the whole statement rolls back. Commits are always
 durable (``synchronous_commit`` stays on), so both durability settings behave the same here.
 
 Liveness: each open store keeps one connection of its own outside the pool, the *lifeline*.
@@ -48,7 +49,7 @@ from .sqlite import child_event_name
 
 try:
     import psycopg
-    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
+    from psycopg import AsyncConnection, AsyncCursor
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as _missing:  # pragma: no cover - depends on the installation
     raise StoreError(
@@ -60,6 +61,8 @@ DURABILITY = ("normal", "full")
 INLINE_PAYLOAD = 512
 #: how long a worker found dead is trusted to stay dead without probing its lock again
 DEAD_OWNER_TTL = 30.0
+#: SQLSTATE raised by the schema's undying_fence() when a fenced write was refused
+FENCE_SQLSTATE = "UD001"
 _CONNECT_TIMEOUT = 10.0
 _RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 #: TCP keepalives on the lifeline, so a silently dropped network is noticed within ~30 s
@@ -111,32 +114,31 @@ class PostgresStore(Store):
         self._worker_id = worker_id
         self._closing = False
         self._changed = asyncio.Event()
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self.url,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            kwargs={"autocommit": True},
-            check=_check_idle,
-            name="undying",
-        )
-        self._pool = pool
         try:
-            try:
-                await pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
-            except PoolTimeout as exc:
-                raise StoreError(
-                    f"cannot connect to PostgreSQL at {_redact(self.url)} within "
-                    f"{_CONNECT_TIMEOUT:.0f} s; is the server up and the URL right?"
-                ) from exc
-            async with pool.connection() as conn:
-                await self._migrate(conn)
+            # The lifeline first: a direct connection fails fast with the server's own
+            # message (the pool would retry until its timeout), and it runs the migrations.
             try:
                 self._lifeline = await self._connect_lifeline()
             except _WorkerIdTaken as exc:
                 raise StoreError(
                     f"worker id {worker_id!r} is already held by a live session; "
                     "each worker needs its own id"
+                ) from exc
+            await self._migrate(self._lifeline)
+            self._pool = AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                open=False,
+                kwargs={"autocommit": True},
+                name="undying",
+            )
+            try:
+                await self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
+            except PoolTimeout as exc:
+                raise StoreError(
+                    f"cannot fill a connection pool for {_redact(self.url)} within "
+                    f"{_CONNECT_TIMEOUT:.0f} s"
                 ) from exc
         except BaseException:
             await self.close()
@@ -205,7 +207,7 @@ class PostgresStore(Store):
             cur = await conn.execute(self._q["lock_worker"], (self._worker_id,))
             row = await cur.fetchone()
             if row is None or not row[0]:
-                raise _WorkerIdTaken(self._worker_id)
+                raise _WorkerIdTaken(f"worker id {self._worker_id!r} is locked by another session")
             await conn.execute(self._q["listen"])
         except BaseException:
             await conn.close()
@@ -248,18 +250,67 @@ class PostgresStore(Store):
         return self._pool
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[tuple[Conn, AsyncPipeline]]:
-        """A transaction in pipeline mode: statements queue up until a result is needed."""
-        async with self.pool.connection() as conn, conn.pipeline() as pipe, conn.transaction():
-            yield conn, pipe
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection the server has not ended.
 
-    async def _verify(
-        self, conn: Conn, run_id: str, epoch: int, checks: Checks, pipe: AsyncPipeline | None
-    ) -> None:
+        After a PostgreSQL restart every pooled connection is dead. A ping on each checkout
+        would cost a round trip per write, and the pool's own ``check`` sleeps (backoff)
+        after each failure; instead a dead connection is spotted for free (``_stale``),
+        closed, and handed back, which makes the pool open a replacement, and the next one
+        is taken at once.
+        """
+        pool = self.pool
+        conn = await pool.getconn()
+        for _ in range(self._pool_size):
+            if not _stale(conn):
+                break
+            with contextlib.suppress(Exception):
+                await conn.close()
+            await pool.putconn(conn)
+            conn = await pool.getconn()
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
+
+    async def _verify(self, conn: Conn, run_id: str, epoch: int, checks: Checks) -> None:
         """Raise ``LeaseLost`` (rolling the transaction back) if a fenced write missed."""
-        if pipe is not None:
-            await pipe.sync()
         if any(cur.rowcount != expected for cur, expected in checks):
+            raise await self._fence_failed(conn, run_id, epoch)
+
+    async def _fenced(
+        self,
+        query: str,
+        params: dict[str, Any],
+        run_id: str,
+        epoch: int,
+        entries: Sequence[Entry] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run a statement that ends with ``undying_fence``, and turn a refusal into
+        ``LeaseLost``. Returns its rows. With ``entries``, the statement appends them as
+        well (its ``e_*`` array parameters).
+
+        One INSERT cannot touch the same journal row twice, so a batch that rewrites a
+        position (an intent, then its outcome) goes entry by entry first, in one transaction
+        with the statement, which then gets no entries of its own.
+        """
+        batch = list(entries or ())
+        in_order = len({e.seq for e in batch}) == len(batch)
+        if entries is not None:
+            params = {**params, **_entry_arrays(batch if in_order else [])}
+        async with self._conn() as conn:
+            try:
+                if in_order:
+                    cur = await conn.execute(query, params, prepare=True)
+                    return await cur.fetchall()
+                async with conn.transaction():
+                    checks = await self._append(conn, run_id, epoch, batch)
+                    await self._verify(conn, run_id, epoch, checks)
+                    cur = await conn.execute(query, params, prepare=True)
+                    return await cur.fetchall()
+            except psycopg.Error as exc:
+                if exc.sqlstate != FENCE_SQLSTATE:
+                    raise
             raise await self._fence_failed(conn, run_id, epoch)
 
     async def _fence_failed(self, conn: Conn, run_id: str, epoch: int) -> LeaseLost:
@@ -297,31 +348,18 @@ class PostgresStore(Store):
             "now": now,
             "token": self._token,
         }
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["insert_run"], params, prepare=True)
-            if cur.rowcount == 1:
-                return True, RunRecord(
-                    run_id=run.run_id,
-                    workflow=run.workflow,
-                    status=status,
-                    input=run.input,
-                    epoch=epoch,
-                    owner=owner,
-                    lease_expires=lease_expires if owner else None,
-                    parent_id=run.parent_id,
-                    queue=run.queue,
-                    priority=run.priority,
-                    deadline=run.deadline,
-                    created_at=now,
-                    updated_at=now,
-                )
+            row = await cur.fetchone()
+            if row is not None:
+                return True, RunRecord(*row[:-1])  # the last column is the notification
             cur = await conn.execute(self._q["get_run"], (run.run_id,), prepare=True)
             row = await cur.fetchone()
         assert row is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
         return False, RunRecord(*row)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["get_run"], (run_id,), prepare=True)
             row = await cur.fetchone()
         return RunRecord(*row) if row else None
@@ -333,39 +371,19 @@ class PostgresStore(Store):
             "parent_id": flt.parent_id,
             "limit": flt.limit,
         }
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["list_runs"], params)
             return [RunRecord(*row) for row in await cur.fetchall()]
 
     async def _append(
         self, conn: Conn, run_id: str, epoch: int, entries: Sequence[Entry]
     ) -> Checks:
-        """Queue the fenced append of ``entries``; the caller verifies the returned checks."""
-        if not entries:
-            return []
-        seqs = [e.seq for e in entries]
-        if len(entries) == 1 or len(set(seqs)) != len(seqs):
-            # One entry, or a batch that rewrites a position (an intent, then its outcome):
-            # entry by entry, since one INSERT cannot touch the same row twice.
-            sql = self._q["append_entry"]
-            return [
-                (await conn.execute(sql, (*e.as_row(run_id), run_id, epoch), prepare=True), 1)
-                for e in entries
-            ]
-        params = {
-            "run_id": run_id,
-            "epoch": epoch,
-            "seq": seqs,
-            "kind": [e.kind for e in entries],
-            "name": [e.name for e in entries],
-            "digest": [e.digest for e in entries],
-            "status": [e.status for e in entries],
-            "attempt": [e.attempt for e in entries],
-            "started_at": [float(e.started_at) for e in entries],
-            "finished_at": [_seconds(e.finished_at) for e in entries],
-            "payload": [e.payload for e in entries],
-        }
-        return [(await conn.execute(self._q["append_entries"], params, prepare=True), len(entries))]
+        """Append ``entries`` one statement each; the caller verifies the returned checks."""
+        sql = self._q["append_entry"]
+        return [
+            (await conn.execute(sql, (*e.as_row(run_id), run_id, epoch), prepare=True), 1)
+            for e in entries
+        ]
 
     async def _wake_parent(self, conn: Conn, child_id: str, now: float) -> None:
         """Leave the finished (or cancelled) child's event for its parent and wake the parent
@@ -385,16 +403,17 @@ class PostgresStore(Store):
         pending: Sequence[Entry],
         now: float,
     ) -> None:
-        async with self._tx() as (conn, pipe):
-            checks = await self._append(conn, run_id, epoch, pending)
-            cur = await conn.execute(
-                self._q["finish_run"], (status, output, error, now, run_id, epoch), prepare=True
-            )
-            checks.append((cur, 1))
-            await self._wake_parent(conn, run_id, now)
-            # Every end is announced: a parent may wake, and clients wait on results.
-            await conn.execute(self._q["notify"], (self._token,))
-            await self._verify(conn, run_id, epoch, checks, pipe)
+        params = {
+            "status": status,
+            "output": output,
+            "error": error,
+            "now": now,
+            "run_id": run_id,
+            "epoch": epoch,
+            "event": child_event_name(run_id),
+            "token": self._token,  # every end is announced: parents wake, clients wait
+        }
+        await self._fenced(self._q["finish_run"], params, run_id, epoch, pending)
 
     async def suspend_run(
         self,
@@ -414,28 +433,24 @@ class PostgresStore(Store):
             "epoch": epoch,
             "token": self._token,
         }
-        async with self._tx() as (conn, pipe):
-            checks = await self._append(conn, run_id, epoch, pending)
-            checks.append((await conn.execute(self._q["suspend_run"], params, prepare=True), 1))
-            await conn.execute(self._q["notify_if_due"], params, prepare=True)
-            await self._verify(conn, run_id, epoch, checks, pipe)
+        await self._fenced(self._q["suspend_run"], params, run_id, epoch, pending)
 
     async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
         ids = list(run_ids)
         if not ids:
             return
         params = {"now": now, "run_ids": ids, "owner": owner, "token": self._token}
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             await conn.execute(self._q["release_runs"], params)
 
     async def resume_run(self, run_id: str, now: float) -> bool:
         params = {"now": now, "run_id": run_id, "token": self._token}
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["resume_run"], params)
             return cur.rowcount == 1
 
     async def set_status_value(self, run_id: str, epoch: int, value: bytes) -> None:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(
                 self._q["set_status_value"], (value, time.time(), run_id, epoch), prepare=True
             )
@@ -443,11 +458,11 @@ class PostgresStore(Store):
                 raise await self._fence_failed(conn, run_id, epoch)
 
     async def continue_as_new(self, run_id: str, epoch: int, new_input: bytes, now: float) -> None:
-        async with self._tx() as (conn, pipe):
-            archived = await conn.execute(self._q["archive_generation"], (now, run_id, epoch))
-            await conn.execute(self._q["clear_journal"], (run_id,))
-            await conn.execute(self._q["next_generation"], (new_input, now, run_id, epoch))
-            await self._verify(conn, run_id, epoch, [(archived, 1)], pipe)
+        params = {"now": now, "run_id": run_id, "epoch": epoch, "input": new_input}
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["continue_as_new"], params)
+            if cur.rowcount != 1:
+                raise await self._fence_failed(conn, run_id, epoch)
 
     # -- claiming and leases ------------------------------------------------------------------
     async def _dead_owners(self, conn: Conn, me: str) -> list[str]:
@@ -480,9 +495,14 @@ class PostgresStore(Store):
         claims: list[Claim] = []
         base = {"owner": owner, "lease_expires": lease_expires, "now": now}
         shared = sorted(
-            name for name, q in queues.items() if q.concurrency is not None or q.rate_limit
+            {
+                n
+                for key, q in queues.items()
+                if q.concurrency is not None or q.rate_limit
+                for n in (key, q.name)
+            }
         )
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             if shared:
                 # Held until commit, so counting a queue's runs and claiming from it is atomic
                 # across workers, and the limits hold globally.
@@ -510,7 +530,8 @@ class PostgresStore(Store):
                 limit -= len(rows)
             if limit > 0:
                 cur = await conn.execute(
-                    self._q["claim_due"], {**base, "queues": list(queues), "limit": limit},
+                    self._q["claim_due"],
+                    {**base, "queues": list(queues), "limit": limit},
                     prepare=True,
                 )
                 claims += [Claim(RunRecord(*r)) for r in await cur.fetchall()]
@@ -526,23 +547,24 @@ class PostgresStore(Store):
             room = min(room, limits.concurrency - (row[0] if row else 0))
         if limits.rate_limit is not None:
             count, per = limits.rate_limit
+            await conn.execute(self._q["prune_queue_starts"], (limits.name, now - per))
             cur = await conn.execute(self._q["count_queue_started_since"], (limits.name, now - per))
             row = await cur.fetchone()
             room = min(room, count - (row[0] if row else 0))
         return room
 
     async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["heartbeat"], (lease_expires, owner), prepare=True)
             return [row[0] for row in await cur.fetchall()]
 
     async def cancel_requests(self, owner: str) -> list[str]:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["cancelled_owned"], (owner,), prepare=True)
             return [row[0] for row in await cur.fetchall()]
 
     async def next_wake_at(self) -> float | None:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["next_wake_at"], prepare=True)
             row = await cur.fetchone()
         return row[0] if row else None
@@ -556,17 +578,16 @@ class PostgresStore(Store):
             return
         if len(entries) == 1:
             # The hot path: one statement in autocommit mode is one transaction, one round trip.
-            async with self.pool.connection() as conn:
+            async with self._conn() as conn:
                 checks = await self._append(conn, run_id, epoch, entries)
-                await self._verify(conn, run_id, epoch, checks, None)
+                await self._verify(conn, run_id, epoch, checks)
             return
-        async with self._tx() as (conn, pipe):
-            checks = await self._append(conn, run_id, epoch, entries)
-            await self._verify(conn, run_id, epoch, checks, pipe)
+        params = {"run_id": run_id, "epoch": epoch}
+        await self._fenced(self._q["append_entries"], params, run_id, epoch, entries)
 
     async def load_journal_meta(self, run_id: str) -> list[Entry]:
         params = {"inline": INLINE_PAYLOAD, "run_id": run_id}
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["load_journal_meta"], params, prepare=True)
             rows = await cur.fetchall()
         return [_entry(row) for row in rows]
@@ -574,13 +595,13 @@ class PostgresStore(Store):
     async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
         if not seqs:
             return {}
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["load_payloads"], (run_id, list(seqs)), prepare=True)
             rows = await cur.fetchall()
         return {seq: payload for seq, payload in rows if payload is not None}
 
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["copy_journal"], (dst_run_id, src_run_id, before_seq))
             return cur.rowcount
 
@@ -592,43 +613,43 @@ class PostgresStore(Store):
         args: tuple[Any, ...],
         make_entries: Callable[[Any], Sequence[Entry]],
     ) -> Any:
-        """``fn`` gets the ``psycopg.AsyncConnection`` inside the transaction (no pipeline
-        mode, so its statements behave as usual); it may be async or sync."""
-        async with self.pool.connection() as conn, conn.transaction():
+        """``fn`` gets the ``psycopg.AsyncConnection`` inside the transaction; it may be async
+        (awaited) or sync."""
+        async with self._conn() as conn, conn.transaction():
             result = fn(conn, *args)
             if inspect.isawaitable(result):
                 result = await result
             checks = await self._append(conn, run_id, epoch, make_entries(result))
-            await self._verify(conn, run_id, epoch, checks, None)
+            await self._verify(conn, run_id, epoch, checks)
         return result
 
     async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["load_state"], (run_id, key, before_seq), prepare=True)
             row = await cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
     # -- retention and garbage collection -------------------------------------------------
     async def delete_finished_runs(self, older_than: float) -> int:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["delete_finished_runs"], (older_than,))
             return cur.rowcount
 
     async def ref_payloads(self) -> list[bytes]:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["ref_payloads"])
             return [bytes(row[0]) for row in await cur.fetchall()]
 
     async def blob_hashes(self, written_before: float) -> list[bytes]:
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["blob_hashes"], (written_before,))
             return [bytes(row[0]) for row in await cur.fetchall()]
 
-    async def delete_blobs(self, hashes: Sequence[bytes]) -> None:
+    async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
         if not hashes:
             return
-        async with self.pool.connection() as conn:
-            await conn.execute(self._q["delete_blobs"], (list(hashes),))
+        async with self._conn() as conn:
+            await conn.execute(self._q["delete_blobs"], (list(hashes), written_before))
 
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
@@ -636,13 +657,13 @@ class PostgresStore(Store):
         if not blobs:
             return
         params = (time.time(), list(blobs), list(blobs.values()))
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             await conn.execute(self._q["put_blobs"], params)
 
     async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         if not hashes:
             return {}
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["get_blobs"], (list(hashes),), prepare=True)
             return {bytes(h): bytes(d) for h, d in await cur.fetchall()}
 
@@ -658,7 +679,7 @@ class PostgresStore(Store):
             "now": now,
             "token": self._token,
         }
-        async with self.pool.connection() as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(self._q["send_event"], params, prepare=True)
             row = await cur.fetchone()
         if row is None or not row[0]:
@@ -666,26 +687,36 @@ class PostgresStore(Store):
         return bool(row[1])
 
     async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
-        async with self._tx() as (conn, pipe):
-            cur = await conn.execute(self._q["take_event"], (run_id, name), prepare=True)
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            event_id, payload = row
-            entry.payload = payload
-            checks = await self._append(conn, run_id, epoch, [entry])
-            await conn.execute(self._q["consume_event"], (entry.seq, event_id))
-            await self._verify(conn, run_id, epoch, checks, pipe)
-        return bytes(payload)
+        params = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "event": name,
+            "e_seq": entry.seq,
+            "e_kind": entry.kind,
+            "e_name": entry.name,
+            "e_digest": entry.digest,
+            "e_status": entry.status,
+            "e_attempt": entry.attempt,
+            "e_started_at": entry.started_at,
+            "e_finished_at": entry.finished_at,
+        }
+        rows = await self._fenced(self._q["take_event"], params, run_id, epoch)
+        if not rows:
+            return None
+        payload = bytes(rows[0][0])
+        entry.payload = payload
+        return payload
 
     async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
         flagged: list[str] = []
-        async with self._tx() as (conn, _):
+        async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(self._q["run_tree"], (run_id,))
             tree = await cur.fetchall()
             if not tree:
                 raise RunNotFound(f"no run with id {run_id!r}")
-            for rid, status in tree:
+            # Descendants before ancestors: the order finish_run locks a child and then its
+            # parent in, so a cancel racing a child's finish cannot deadlock with it.
+            for rid, status in reversed(tree):
                 if status == RUNNING:
                     await conn.execute(self._q["flag_cancel"], (now, rid))
                     flagged.append(rid)
@@ -695,6 +726,7 @@ class PostgresStore(Store):
                         await self._wake_parent(conn, rid, now)
             # Owners must learn of the flag, and handles of the runs that ended.
             await conn.execute(self._q["notify"], (self._token,))
+        flagged.reverse()
         return flagged
 
     # -- change notification -----------------------------------------------------------------
@@ -713,22 +745,20 @@ class PostgresStore(Store):
         return True
 
 
-async def _check_idle(conn: Conn) -> None:
-    """Pool check on checkout that costs no round trip in the common case.
+def _stale(conn: Conn) -> bool:
+    """Whether the server has ended this idle connection, found without a round trip.
 
     An idle pooled connection receives nothing unless the server ended it (a restart, an
-    admin's ``pg_terminate_backend``): then its socket turns readable. Only such a connection
-    is probed for real, and the pool replaces it if the probe fails. This is what lets the
-    pool ride out a PostgreSQL restart without paying a ping on every checkout.
+    admin's ``pg_terminate_backend``): then its socket turns readable (the goodbye message,
+    then end of file).
     """
     if conn.closed or conn.broken:
-        raise psycopg.OperationalError("the connection is closed")
+        return True
     try:
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        readable = [True]
-    if readable:
-        await AsyncConnectionPool.check_connection(conn)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -736,6 +766,22 @@ def _entry(row: Sequence[Any]) -> Entry:
     return Entry(
         seq, kind, name, status, payload, digest, attempt, started_at, finished_at, bool(deferred)
     )
+
+
+def _entry_arrays(entries: Sequence[Entry]) -> dict[str, Any]:
+    """``entries`` as one array per column (the ``e_*`` parameters of batch appends)."""
+    return {
+        "n": len(entries),
+        "e_seq": [e.seq for e in entries],
+        "e_kind": [e.kind for e in entries],
+        "e_name": [e.name for e in entries],
+        "e_digest": [e.digest for e in entries],
+        "e_status": [e.status for e in entries],
+        "e_attempt": [e.attempt for e in entries],
+        "e_started_at": [float(e.started_at) for e in entries],
+        "e_finished_at": [_seconds(e.finished_at) for e in entries],
+        "e_payload": [e.payload for e in entries],
+    }
 
 
 def _seconds(value: float | None) -> float | None:

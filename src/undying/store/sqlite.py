@@ -98,7 +98,14 @@ class SQLiteStore(Store):
         self.connect()
         self._lock_dir.mkdir(exist_ok=True)
         fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"worker id {worker_id!r} is already in use on {self.path!r}; "
+                "each App needs its own"
+            ) from None
         self._lock_fd = fd
         self._worker_id = worker_id
 
@@ -209,6 +216,11 @@ class SQLiteStore(Store):
         row = self.db.execute(self._q["check_epoch"], (run_id,)).fetchone()
         if row is None:
             return LeaseLost(f"run {run_id!r} no longer exists")
+        if row[0] == epoch:
+            return LeaseLost(
+                f"run {run_id!r}: a completed journal entry is already at that position and "
+                "is never rewritten (two executions of the run in one worker?)"
+            )
         return LeaseLost(
             f"run {run_id!r} was taken over (epoch {row[0]}, this worker holds {epoch}); "
             "this worker drops it"
@@ -410,6 +422,7 @@ class SQLiteStore(Store):
             room = min(room, limits.concurrency - running)
         if limits.rate_limit is not None:
             count, per = limits.rate_limit
+            db.execute(self._q["prune_queue_starts"], (limits.name, now - per))
             started = db.execute(
                 self._q["count_queue_started_since"], (limits.name, now - per)
             ).fetchone()[0]
@@ -504,9 +517,12 @@ class SQLiteStore(Store):
         rows = self.db.execute(self._q["blob_hashes"], (written_before,))
         return [bytes(r[0]) for r in rows]
 
-    async def delete_blobs(self, hashes: Sequence[bytes]) -> None:
+    async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
         with self._tx() as db:
-            db.executemany("DELETE FROM blobs WHERE hash = ?", [(h,) for h in hashes])
+            db.executemany(
+                "DELETE FROM blobs WHERE hash = ? AND written_at < ?",
+                [(h, written_before) for h in hashes],
+            )
 
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:

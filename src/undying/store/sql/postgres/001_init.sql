@@ -68,3 +68,15 @@ CREATE TABLE blobs (
     data       BYTEA NOT NULL,
     written_at DOUBLE PRECISION NOT NULL  -- refreshed on every re-use: GC spares recent blobs
 );
+
+-- Raises (SQLSTATE UD001) unless ok: a statement that writes several rows for a run ends with
+-- it, so a write the epoch fence refused, even partly, rolls back as a whole, in one round
+-- trip. The store turns UD001 into LeaseLost.
+CREATE FUNCTION undying_fence(ok boolean) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION 'undying: a fenced write was refused' USING ERRCODE = 'UD001';
+    END IF;
+    RETURN TRUE;
+END
+$$;

@@ -41,9 +41,11 @@ WITH created AS (
     VALUES (%(run_id)s, %(workflow)s, %(status)s, %(input)s, %(owner)s, %(lease_expires)s,
             %(epoch)s, %(parent_id)s, %(queue)s, %(priority)s, %(deadline)s, %(now)s, %(now)s)
     ON CONFLICT (run_id) DO NOTHING
-    RETURNING owner
+    RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires,
+              wake_at, cancel_requested, parent_id, queue, priority, deadline, status_value,
+              generation, created_at, updated_at
 )
-SELECT CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM created
+SELECT *, CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM created
 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
@@ -76,23 +78,29 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 WHERE journal.status IN ('intent', 'waiting')
 
 -- name: append_entries
--- append_entry for a batch (distinct seqs): one statement, one round trip, same fence.
-INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
-                     finished_at, payload)
-SELECT r.run_id, e.seq, e.kind, e.name, e.digest, e.status, e.attempt, e.started_at,
-       e.finished_at, e.payload
-FROM runs r,
-     unnest(%(seq)s::integer[], %(kind)s::text[], %(name)s::text[], %(digest)s::bytea[],
-            %(status)s::text[], %(attempt)s::integer[], %(started_at)s::float8[],
-            %(finished_at)s::float8[], %(payload)s::bytea[])
-       AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
-WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
-ORDER BY e.seq
-ON CONFLICT (run_id, seq) DO UPDATE SET
-    kind = excluded.kind, name = excluded.name, digest = excluded.digest,
-    status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, payload = excluded.payload
-WHERE journal.status IN ('intent', 'waiting')
+-- append_entry for a batch (distinct seqs): one statement, one round trip, the same fence.
+-- A batch is all or nothing, so a short count raises undying_fence and the statement (its
+-- own transaction) rolls back.
+WITH written AS (
+    INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                         finished_at, payload)
+    SELECT r.run_id, e.seq, e.kind, e.name, e.digest, e.status, e.attempt, e.started_at,
+           e.finished_at, e.payload
+    FROM runs r,
+         unnest(%(e_seq)s::integer[], %(e_kind)s::text[], %(e_name)s::text[], %(e_digest)s::bytea[],
+                %(e_status)s::text[], %(e_attempt)s::integer[], %(e_started_at)s::float8[],
+                %(e_finished_at)s::float8[], %(e_payload)s::bytea[])
+           AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+    WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
+    ORDER BY e.seq
+    ON CONFLICT (run_id, seq) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+        status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, payload = excluded.payload
+    WHERE journal.status IN ('intent', 'waiting')
+    RETURNING seq
+)
+SELECT undying_fence(count(*) = %(n)s) FROM written
 
 -- name: check_epoch
 SELECT epoch FROM runs WHERE run_id = %s
@@ -108,9 +116,45 @@ FROM journal WHERE run_id = %(run_id)s ORDER BY seq
 SELECT seq, payload FROM journal WHERE run_id = %s AND seq = ANY(%s::integer[])
 
 -- name: finish_run
-UPDATE runs SET status = %s, output = %s, error = %s, owner = NULL, lease_expires = NULL,
-                wake_at = NULL, wait_events = NULL, updated_at = %s
-WHERE run_id = %s AND epoch = %s
+-- The terminal status, the run's last entries, the event for its parent (keyed, so stored
+-- once), the parent's wake-up and the notification: one statement, all or nothing.
+WITH finished AS (
+    UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, owner = NULL,
+                    lease_expires = NULL, wake_at = NULL, wait_events = NULL,
+                    updated_at = %(now)s
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    RETURNING run_id, parent_id
+), written AS (
+    INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                         finished_at, payload)
+    SELECT f.run_id, e.seq, e.kind, e.name, e.digest, e.status, e.attempt, e.started_at,
+           e.finished_at, e.payload
+    FROM finished f,
+         unnest(%(e_seq)s::integer[], %(e_kind)s::text[], %(e_name)s::text[], %(e_digest)s::bytea[],
+                %(e_status)s::text[], %(e_attempt)s::integer[], %(e_started_at)s::float8[],
+                %(e_finished_at)s::float8[], %(e_payload)s::bytea[])
+           AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+    ORDER BY e.seq
+    ON CONFLICT (run_id, seq) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+        status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, payload = excluded.payload
+    WHERE journal.status IN ('intent', 'waiting')
+    RETURNING seq
+), child_event AS (
+    INSERT INTO events (run_id, name, key, payload, created_at)
+    SELECT parent_id, %(event)s::text, %(event)s::text, ''::bytea, %(now)s::float8
+    FROM finished WHERE parent_id IS NOT NULL
+    ON CONFLICT DO NOTHING
+), woken AS (
+    UPDATE runs AS parent SET wake_at = 0, updated_at = %(now)s
+    FROM finished
+    WHERE parent.run_id = finished.parent_id AND parent.status = 'waiting'
+      AND strpos(parent.wait_events, chr(10) || %(event)s::text || chr(10)) > 0
+)
+SELECT undying_fence((SELECT count(*) FROM finished) = 1
+                     AND (SELECT count(*) FROM written) = %(n)s),
+       pg_notify('undying', %(token)s)
 
 -- name: insert_child_event
 -- The event a finished (or cancelled) child leaves for its parent; keyed, so stored once.
@@ -147,18 +191,40 @@ SELECT (SELECT count(*) FROM target),
        (SELECT count(*) FROM (SELECT pg_notify('undying', %(token)s) FROM stored) AS sent)
 
 -- name: suspend_run
-UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL,
-    wait_events = %(key)s::text,
-    wake_at = CASE WHEN EXISTS (
-        SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
-          AND strpos(%(key)s::text, chr(10) || e.name || chr(10)) > 0) THEN 0
-        ELSE %(wake_at)s::float8 END,
-    updated_at = %(now)s
-WHERE run_id = %(run_id)s AND epoch = %(epoch)s
-
--- name: notify_if_due
-SELECT pg_notify('undying', %(token)s)
-FROM runs WHERE run_id = %(run_id)s AND status = 'waiting' AND wake_at <= %(now)s
+-- Release the run with its wake conditions and last entries in one statement. A matching
+-- event already stored makes it due at once (wake_at 0), and then other workers are told.
+WITH suspended AS (
+    UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL,
+        wait_events = %(key)s::text,
+        wake_at = CASE WHEN EXISTS (
+            SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
+              AND strpos(%(key)s::text, chr(10) || e.name || chr(10)) > 0) THEN 0
+            ELSE %(wake_at)s::float8 END,
+        updated_at = %(now)s
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    RETURNING run_id, wake_at
+), written AS (
+    INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                         finished_at, payload)
+    SELECT s.run_id, e.seq, e.kind, e.name, e.digest, e.status, e.attempt, e.started_at,
+           e.finished_at, e.payload
+    FROM suspended s,
+         unnest(%(e_seq)s::integer[], %(e_kind)s::text[], %(e_name)s::text[], %(e_digest)s::bytea[],
+                %(e_status)s::text[], %(e_attempt)s::integer[], %(e_started_at)s::float8[],
+                %(e_finished_at)s::float8[], %(e_payload)s::bytea[])
+           AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+    ORDER BY e.seq
+    ON CONFLICT (run_id, seq) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+        status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, payload = excluded.payload
+    WHERE journal.status IN ('intent', 'waiting')
+    RETURNING seq
+)
+SELECT undying_fence((SELECT count(*) FROM suspended) = 1
+                     AND (SELECT count(*) FROM written) = %(n)s),
+       (SELECT count(*) FROM (SELECT pg_notify('undying', %(token)s) FROM suspended
+                              WHERE wake_at <= %(now)s) AS sent)
 
 -- name: release_runs
 WITH released AS (
@@ -219,6 +285,9 @@ SELECT count(*) FROM runs WHERE queue = %s AND status = 'running'
 -- name: count_queue_started_since
 SELECT count(*) FROM queue_starts WHERE queue = %s AND started_at > %s
 
+-- name: prune_queue_starts
+DELETE FROM queue_starts WHERE queue = %s AND started_at <= %s
+
 -- name: record_queue_starts
 INSERT INTO queue_starts (queue, started_at)
 SELECT %s::text, %s::float8 FROM generate_series(1, %s::integer)
@@ -270,13 +339,31 @@ ON CONFLICT (hash) DO UPDATE SET written_at = excluded.written_at
 SELECT hash, data FROM blobs WHERE hash = ANY(%s::bytea[])
 
 -- name: take_event
-SELECT id, payload FROM events
-WHERE run_id = %s AND name = %s AND consumed_seq IS NULL
-ORDER BY id LIMIT 1
-FOR UPDATE
-
--- name: consume_event
-UPDATE events SET consumed_seq = %s WHERE id = %s
+-- Consume the oldest open event and journal it (with its payload) in one statement.
+-- No row back: no such event, nothing changed.
+WITH event AS (
+    SELECT id, payload FROM events
+    WHERE run_id = %(run_id)s AND name = %(event)s AND consumed_seq IS NULL
+    ORDER BY id LIMIT 1
+    FOR UPDATE
+), written AS (
+    INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                         finished_at, payload)
+    SELECT r.run_id, %(e_seq)s::integer, %(e_kind)s::text, %(e_name)s::text,
+           %(e_digest)s::bytea, %(e_status)s::text, %(e_attempt)s::integer,
+           %(e_started_at)s::float8, %(e_finished_at)s::float8, event.payload
+    FROM runs r, event
+    WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
+    ON CONFLICT (run_id, seq) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+        status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, payload = excluded.payload
+    WHERE journal.status IN ('intent', 'waiting')
+    RETURNING seq
+), consumed AS (
+    UPDATE events SET consumed_seq = %(e_seq)s WHERE id IN (SELECT id FROM event)
+)
+SELECT payload, undying_fence((SELECT count(*) FROM written) = 1) FROM event
 
 -- name: run_tree
 WITH RECURSIVE tree (run_id) AS (
@@ -295,17 +382,6 @@ RETURNING run_id
 -- name: flag_cancel
 UPDATE runs SET cancel_requested = TRUE, updated_at = %s
 WHERE run_id = %s AND status = 'running'
-
--- name: archive_generation
-INSERT INTO lineage (run_id, generation, input, ended_at)
-SELECT run_id, generation, input, %s::float8 FROM runs WHERE run_id = %s AND epoch = %s
-
--- name: next_generation
-UPDATE runs SET input = %s, generation = generation + 1, status_value = NULL, updated_at = %s
-WHERE run_id = %s AND epoch = %s
-
--- name: clear_journal
-DELETE FROM journal WHERE run_id = %s
 
 -- name: copy_journal
 INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
@@ -343,4 +419,21 @@ SELECT payload FROM journal WHERE substring(payload FROM 1 FOR 1) = '\x10'::byte
 SELECT hash FROM blobs WHERE written_at < %s
 
 -- name: delete_blobs
-DELETE FROM blobs WHERE hash = ANY(%s::bytea[])
+DELETE FROM blobs WHERE hash = ANY(%s::bytea[]) AND written_at < %s
+
+-- name: continue_as_new
+-- Archive the generation, clear the journal, start the next one; fenced by the archive
+-- (0 rows back: fenced out, nothing changed).
+WITH archived AS (
+    INSERT INTO lineage (run_id, generation, input, ended_at)
+    SELECT run_id, generation, input, %(now)s::float8 FROM runs
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    RETURNING run_id
+), cleared AS (
+    DELETE FROM journal WHERE run_id IN (SELECT run_id FROM archived)
+), renewed AS (
+    UPDATE runs SET input = %(input)s, generation = generation + 1, status_value = NULL,
+                    updated_at = %(now)s
+    WHERE run_id IN (SELECT run_id FROM archived)
+)
+SELECT run_id FROM archived

@@ -91,6 +91,9 @@ SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'
 -- name: count_queue_started_since
 SELECT count(*) FROM queue_starts WHERE queue = ? AND started_at > ?
 
+-- name: prune_queue_starts
+DELETE FROM queue_starts WHERE queue = ? AND started_at <= ?
+
 -- name: record_queue_start
 INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)
 
@@ -130,7 +133,7 @@ UPDATE events SET consumed_seq = ? WHERE id = ?
 -- name: run_tree
 WITH RECURSIVE tree(run_id) AS (
     SELECT run_id FROM runs WHERE run_id = ?
-    UNION ALL
+    UNION
     SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
 )
 SELECT r.run_id, r.status FROM runs r JOIN tree t ON r.run_id = t.run_id

@@ -1,0 +1,824 @@
+"""The storage contract: every test runs unchanged against every store (see conftest).
+
+Several open stores on one database stand for several worker processes. Tests are plain
+functions around ``asyncio.run`` so each one owns its event loop from open to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import pytest
+
+from undying.errors import InvalidArgument, LeaseLost, RunNotFound
+from undying.store.base import (
+    ARMED,
+    CANCELLED,
+    COMPLETED,
+    ERROR,
+    FAILED,
+    INTENT,
+    OK,
+    PENDING,
+    RUNNING,
+    WAITING,
+    Claim,
+    Entry,
+    NewRun,
+    QueueLimits,
+    RunFilter,
+    Store,
+)
+from undying.store.postgres import PostgresStore
+from undying.store.sqlfiles import migrations
+from undying.store.sqlite import SQLiteStore, child_event_name
+
+T = TypeVar("T")
+MakeStore = Callable[[], Store]  # the conftest's make_store fixture
+NOW = time.time()
+LEASE = NOW + 60
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+@asynccontextmanager
+async def opened(make_store: MakeStore, *worker_ids: str) -> AsyncIterator[list[Store]]:
+    """Open one store per worker id (think: one process each), close them all at the end."""
+    async with AsyncExitStack() as stack:
+        stores: list[Store] = []
+        for worker_id in worker_ids:
+            store = make_store()
+            await store.open(worker_id)
+            stack.push_async_callback(store.close)
+            stores.append(store)
+        yield stores
+
+
+def new_run(run_id: str, **fields: Any) -> NewRun:
+    return NewRun(run_id=run_id, workflow=fields.pop("workflow", "wf"), input=b"in", **fields)
+
+
+def entry(seq: int, status: str = OK, payload: bytes | None = b"result", **fields: Any) -> Entry:
+    finished = None if status in (INTENT, ARMED) else NOW
+    return Entry(
+        seq=seq,
+        kind=fields.pop("kind", "step"),
+        name=fields.pop("name", f"step{seq}"),
+        status=status,
+        payload=payload,
+        digest=fields.pop("digest", b"\x01\x02"),
+        attempt=fields.pop("attempt", 1),
+        started_at=NOW,
+        finished_at=finished,
+        **fields,
+    )
+
+
+async def claim(
+    store: Store,
+    owner: str,
+    *,
+    now: float = NOW,
+    limit: int = 10,
+    queues: dict[str, QueueLimits] | None = None,
+    per_queue: dict[str, int] | None = None,
+) -> list[Claim]:
+    return await store.claim(
+        owner,
+        now=now,
+        lease_expires=now + 60,
+        limit=limit,
+        queues=queues or {},
+        running_per_queue=per_queue or {},
+    )
+
+
+async def started(store: Store, run_id: str, owner: str = "w1", **fields: Any) -> int:
+    """Create a run already claimed by ``owner``; return its epoch."""
+    created, record = await store.create_run(
+        new_run(run_id, **fields), owner=owner, lease_expires=LEASE, now=NOW
+    )
+    assert created
+    return record.epoch
+
+
+async def journal(store: Store, run_id: str) -> list[tuple[int, str, bytes | None]]:
+    entries = await store.load_journal_meta(run_id)
+    payloads = await store.load_payloads(run_id, [e.seq for e in entries if e.deferred])
+    return [(e.seq, e.status, payloads.get(e.seq, e.payload)) for e in entries]
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+def test_migrations_apply_once_even_when_workers_race(backend: str, fresh_url: str) -> None:
+    def make() -> Store:
+        return SQLiteStore(fresh_url) if backend == "sqlite" else PostgresStore(fresh_url)
+
+    names = [name for _, name, _ in migrations(backend)]
+    assert names[:2] == ["001_init.sql", "002_queues.sql"]
+
+    async def body() -> None:
+        results = await asyncio.gather(*(make().migrate() for _ in range(3)))
+        assert sorted(results) == [[], [], names]
+        assert await make().migrate() == []
+
+    run(body())
+
+
+def test_durability_is_validated(store: Store) -> None:
+    target = store.path if isinstance(store, SQLiteStore) else store.url
+    for ok in ("normal", "full"):
+        type(store)(target, durability=ok)  # type: ignore[call-arg]
+    with pytest.raises(InvalidArgument, match="durability"):
+        type(store)(target, durability="fast")  # type: ignore[call-arg]
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def test_create_run_is_idempotent_and_may_claim_at_once(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            created, rec = await store.create_run(
+                new_run("r1", priority=3, queue="q", deadline=NOW + 5),
+                owner=None,
+                lease_expires=LEASE,
+                now=NOW,
+            )
+            assert created
+            assert (rec.status, rec.epoch, rec.owner, rec.lease_expires) == (PENDING, 0, None, None)
+            again, existing = await store.create_run(
+                NewRun("r1", "other", b"other input"), owner="w1", lease_expires=LEASE, now=NOW + 1
+            )
+            assert not again
+            assert (existing.workflow, existing.input, existing.status) == ("wf", b"in", PENDING)
+            assert (existing.priority, existing.queue, existing.deadline) == (3, "q", NOW + 5)
+
+            created, owned = await store.create_run(
+                new_run("r2"), owner="w1", lease_expires=LEASE, now=NOW
+            )
+            assert created
+            assert (owned.status, owned.epoch, owned.owner, owned.lease_expires) == (
+                RUNNING,
+                1,
+                "w1",
+                LEASE,
+            )
+            stored = await store.get_run("r2")
+            assert stored == owned
+            assert await store.get_run("missing") is None
+
+    run(body())
+
+
+def test_list_runs_filters_and_orders_newest_first(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            for i, (rid, wf, parent) in enumerate(
+                [("a", "x", None), ("b", "y", "a"), ("c", "x", "a"), ("d", "x", None)]
+            ):
+                await store.create_run(
+                    new_run(rid, workflow=wf, parent_id=parent),
+                    owner="w1" if rid == "d" else None,
+                    lease_expires=LEASE,
+                    now=NOW + i,
+                )
+            ids = lambda runs: [r.run_id for r in runs]  # noqa: E731
+            assert ids(await store.list_runs(RunFilter())) == ["d", "c", "b", "a"]
+            assert ids(await store.list_runs(RunFilter(workflow="x"))) == ["d", "c", "a"]
+            assert ids(await store.list_runs(RunFilter(status=PENDING, workflow="x"))) == ["c", "a"]
+            assert ids(await store.list_runs(RunFilter(parent_id="a"))) == ["c", "b"]
+            assert ids(await store.list_runs(RunFilter(limit=2))) == ["d", "c"]
+
+    run(body())
+
+
+def test_release_and_resume_make_runs_claimable(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            await started(store, "r1")
+            await store.release_runs("someone-else", ["r1"], NOW)
+            assert (await store.get_run("r1")).status == RUNNING  # type: ignore[union-attr]
+            await store.release_runs("w1", ["r1"], NOW)
+            rec = await store.get_run("r1")
+            assert rec is not None and (rec.status, rec.owner) == (PENDING, None)
+            [c] = await claim(store, "w1")
+            assert (c.run.run_id, c.run.epoch, c.takeover) == ("r1", 2, False)
+
+            await store.finish_run("r1", 2, FAILED, output=None, error=b"boom", pending=[], now=NOW)
+            assert await store.resume_run("r1", NOW)
+            rec = await store.get_run("r1")
+            assert rec is not None and (rec.status, rec.error, rec.owner) == (PENDING, None, None)
+            assert not await store.resume_run("r1", NOW)  # only failed or cancelled runs
+            assert not await store.resume_run("missing", NOW)
+
+    run(body())
+
+
+def test_set_status_value_is_fenced(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.set_status_value("r1", epoch, b"phase 1")
+            with pytest.raises(LeaseLost):
+                await store.set_status_value("r1", epoch + 1, b"zombie")
+            assert (await store.get_run("r1")).status_value == b"phase 1"  # type: ignore[union-attr]
+
+    run(body())
+
+
+# -- journal and fencing --------------------------------------------------------------------------
+def test_stale_epoch_writes_raise_lease_lost_and_change_nothing(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1", "w2") as (a, b):
+            await started(a, "r1", owner="w1")
+            await a.write_entries("r1", 1, [entry(0)])
+            # w2 takes the run over (lease expired): w1 is now a zombie holding epoch 1.
+            [c] = await claim(b, "w2", now=LEASE + 1)
+            assert (c.takeover, c.run.epoch, c.run.owner) == (True, 2, "w2")
+
+            for entries in ([entry(1)], [entry(1), entry(2)]):
+                with pytest.raises(LeaseLost, match="r1"):
+                    await a.write_entries("r1", 1, entries)
+            with pytest.raises(LeaseLost):
+                await a.write_entries("r1", 1, [entry(1)], durable=True)
+            with pytest.raises(LeaseLost):
+                await a.finish_run("r1", 1, COMPLETED, output=b"x", error=None, pending=[], now=NOW)
+            with pytest.raises(LeaseLost):
+                await a.suspend_run(
+                    "r1", 1, wake_at=NOW, wait_events=[], pending=[entry(1)], now=NOW
+                )
+            with pytest.raises(LeaseLost):
+                await a.continue_as_new("r1", 1, b"new", NOW)
+            with pytest.raises(LeaseLost):
+                await a.write_entries("missing", 1, [entry(0)])
+
+            assert await journal(b, "r1") == [(0, OK, b"result")]
+            rec = await b.get_run("r1")
+            assert rec is not None
+            assert (rec.status, rec.owner, rec.epoch, rec.generation) == (RUNNING, "w2", 2, 0)
+            await b.write_entries("r1", 2, [entry(1)])  # the new owner writes fine
+            assert [seq for seq, _, _ in await journal(b, "r1")] == [0, 1]
+
+    run(body())
+
+
+def test_open_entries_are_replaced_completed_ones_never(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.write_entries("r1", epoch, [entry(0, INTENT, None)], durable=True)
+            await store.write_entries("r1", epoch, [entry(1, ARMED, b"deadline")])
+            assert await journal(store, "r1") == [(0, INTENT, None), (1, ARMED, b"deadline")]
+
+            await store.write_entries("r1", epoch, [entry(0, OK, b"charged")])
+            await store.write_entries("r1", epoch, [entry(1, OK, b"fired", attempt=2)])
+            assert await journal(store, "r1") == [(0, OK, b"charged"), (1, OK, b"fired")]
+            assert (await store.load_journal_meta("r1"))[1].attempt == 2
+
+            with pytest.raises(LeaseLost):
+                await store.write_entries("r1", epoch, [entry(0, ERROR, b"rewrite")])
+            # A batch is atomic: its first entry is not kept when the second is refused.
+            with pytest.raises(LeaseLost):
+                await store.write_entries("r1", epoch, [entry(2), entry(1, OK, b"rewrite")])
+            assert await journal(store, "r1") == [(0, OK, b"charged"), (1, OK, b"fired")]
+
+            # So are finish and suspend with their last entries: all or nothing.
+            with pytest.raises(LeaseLost):
+                await store.finish_run(
+                    "r1",
+                    epoch,
+                    COMPLETED,
+                    output=b"",
+                    error=None,
+                    pending=[entry(2), entry(0, ERROR, b"rewrite")],
+                    now=NOW,
+                )
+            with pytest.raises(LeaseLost):
+                await store.suspend_run(
+                    "r1",
+                    epoch,
+                    wake_at=NOW,
+                    wait_events=[],
+                    pending=[entry(2), entry(1, ERROR, b"rewrite")],
+                    now=NOW,
+                )
+            rec = await store.get_run("r1")
+            assert rec is not None and (rec.status, rec.owner) == (RUNNING, "w1")
+            assert await journal(store, "r1") == [(0, OK, b"charged"), (1, OK, b"fired")]
+
+            # An intent and its outcome in one batch (same position twice).
+            await store.write_entries("r1", epoch, [entry(2, INTENT, None), entry(2, OK, b"done")])
+            assert (await journal(store, "r1"))[2] == (2, OK, b"done")
+
+    run(body())
+
+
+def test_journal_meta_inlines_small_payloads_and_defers_large(make_store: MakeStore) -> None:
+    big = bytes(range(256)) * 64
+
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.write_entries(
+                "r1",
+                epoch,
+                [
+                    entry(0, payload=b"small", digest=b"d0", kind="now", name="clock"),
+                    entry(1, payload=big),
+                    entry(2, ARMED, payload=None, kind="sleep", name="sleep"),
+                ],
+            )
+            meta = await store.load_journal_meta("r1")
+            assert [(e.seq, e.kind, e.name, e.status) for e in meta] == [
+                (0, "now", "clock", OK),
+                (1, "step", "step1", OK),
+                (2, "sleep", "sleep", ARMED),
+            ]
+            first, second, third = meta
+            assert (first.payload, first.deferred, first.digest) == (b"small", False, b"d0")
+            assert (first.attempt, first.started_at, first.finished_at) == (1, NOW, NOW)
+            assert (second.payload, second.deferred) == (None, True)
+            assert (third.payload, third.deferred, third.finished_at) == (None, False, None)
+            assert await store.load_payloads("r1", [1, 2, 99]) == {1: big}
+            assert await store.load_payloads("r1", []) == {}
+            assert await store.load_journal_meta("missing") == []
+
+    run(body())
+
+
+def test_copy_journal_copies_completed_entries_before_a_position(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "src")
+            await store.write_entries(
+                "src",
+                epoch,
+                [entry(0), entry(1, ERROR, b"err"), entry(2, INTENT, None), entry(3), entry(4)],
+            )
+            await store.create_run(new_run("dst"), owner=None, lease_expires=LEASE, now=NOW)
+            assert await store.copy_journal("src", "dst", 4) == 3
+            assert await journal(store, "dst") == [
+                (0, OK, b"result"),
+                (1, ERROR, b"err"),
+                (3, OK, b"result"),
+            ]
+
+    run(body())
+
+
+def test_continue_as_new_clears_journal_and_bumps_generation(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.write_entries("r1", epoch, [entry(0), entry(1)])
+            await store.set_status_value("r1", epoch, b"turn 1")
+            await store.continue_as_new("r1", epoch, b"fresh input", NOW)
+            rec = await store.get_run("r1")
+            assert rec is not None
+            assert (rec.input, rec.generation, rec.status_value) == (b"fresh input", 1, None)
+            assert (rec.status, rec.epoch, rec.owner) == (RUNNING, epoch, "w1")
+            assert await store.load_journal_meta("r1") == []
+            await store.write_entries("r1", epoch, [entry(0, payload=b"gen 1")])
+            await store.continue_as_new("r1", epoch, b"third", NOW)
+            assert (await store.get_run("r1")).generation == 2  # type: ignore[union-attr]
+
+    run(body())
+
+
+def test_run_transaction_commits_with_its_journal_entry(
+    make_store: MakeStore, backend: str
+) -> None:
+    if backend == "sqlite":
+
+        def insert(db: sqlite3.Connection, value: str) -> str:
+            db.execute("CREATE TABLE IF NOT EXISTS app_rows (v TEXT)")
+            db.execute("INSERT INTO app_rows VALUES (?)", (value,))
+            return value.upper()
+
+        def count(db: sqlite3.Connection, value: str) -> int:
+            db.execute("CREATE TABLE IF NOT EXISTS app_rows (v TEXT)")
+            return int(
+                db.execute("SELECT count(*) FROM app_rows WHERE v = ?", (value,)).fetchone()[0]
+            )
+
+        fn: Callable[..., Any] = insert
+        reader: Callable[..., Any] = count
+    else:
+
+        async def insert_pg(conn: Any, value: str) -> str:
+            await conn.execute("CREATE TABLE IF NOT EXISTS app_rows (v TEXT)")
+            await conn.execute("INSERT INTO app_rows VALUES (%s)", (value,))
+            return value.upper()
+
+        async def count_pg(conn: Any, value: str) -> int:
+            await conn.execute("CREATE TABLE IF NOT EXISTS app_rows (v TEXT)")
+            cur = await conn.execute("SELECT count(*) FROM app_rows WHERE v = %s", (value,))
+            return int((await cur.fetchone())[0])
+
+        fn, reader = insert_pg, count_pg
+
+    def tx_entry(result: str) -> list[Entry]:
+        return [entry(0, kind="tx", payload=result.encode())]
+
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            assert await store.run_transaction("r1", epoch, fn, ("kept",), tx_entry) == "KEPT"
+            assert await journal(store, "r1") == [(0, OK, b"KEPT")]
+            with pytest.raises(LeaseLost):
+                await store.run_transaction("r1", epoch + 1, fn, ("zombie",), tx_entry)
+            with pytest.raises(LeaseLost):  # position 0 is completed: the whole tx rolls back
+                await store.run_transaction("r1", epoch, fn, ("again",), tx_entry)
+
+            def no_entries(_: Any) -> list[Entry]:
+                return []
+
+            counts = [
+                await store.run_transaction("r1", epoch, reader, (v,), no_entries)
+                for v in ("kept", "zombie", "again")
+            ]
+            assert counts == [1, 0, 0]
+
+    run(body())
+
+
+# -- claiming and leases --------------------------------------------------------------------------
+def test_claim_takes_pending_then_due_waiting_runs(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            await store.create_run(new_run("low"), owner=None, lease_expires=LEASE, now=NOW)
+            await store.create_run(
+                new_run("high", priority=5), owner=None, lease_expires=LEASE, now=NOW + 1
+            )
+            [first] = await claim(store, "w1", limit=1)
+            assert (first.run.run_id, first.run.status, first.run.epoch) == ("high", RUNNING, 1)
+            assert (first.run.owner, first.run.lease_expires, first.takeover) == (
+                "w1",
+                LEASE,
+                False,
+            )
+            [second] = await claim(store, "w1")
+            assert second.run.run_id == "low"
+            assert await claim(store, "w1") == []
+
+            epoch = await started(store, "sleeper")
+            await store.suspend_run(
+                "sleeper",
+                epoch,
+                wake_at=NOW + 100,
+                wait_events=[],
+                pending=[entry(0, ARMED)],
+                now=NOW,
+            )
+            rec = await store.get_run("sleeper")
+            assert rec is not None and (rec.status, rec.owner, rec.wake_at) == (
+                WAITING,
+                None,
+                NOW + 100,
+            )
+            assert await store.next_wake_at() == NOW + 100
+            assert await claim(store, "w1", now=NOW + 99) == []
+            [woken] = await claim(store, "w1", now=NOW + 100)
+            assert (woken.run.run_id, woken.run.epoch, woken.run.status) == ("sleeper", 2, RUNNING)
+            assert woken.run.wake_at is None
+            assert await store.next_wake_at() is None
+            assert await claim(store, "w1", limit=0) == []
+
+    run(body())
+
+
+def test_dead_owner_is_taken_over_at_once(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w2") as (b,):
+            a = make_store()
+            await a.open("w1")
+            try:
+                await started(a, "r1", owner="w1")
+                assert await claim(b, "w2") == []  # alive, lease valid: left alone
+            finally:
+                await a.close()  # the process dies
+            [c] = await claim(b, "w2")
+            assert (c.run.run_id, c.takeover, c.run.epoch, c.run.owner) == ("r1", True, 2, "w2")
+            assert c.run.status == RUNNING
+            assert await claim(b, "w2") == []
+
+    run(body())
+
+
+def test_expired_lease_is_taken_over_and_heartbeat_prevents_it(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1", "w2") as (a, b):
+            await started(a, "r1", owner="w1")  # lease until LEASE
+            await started(a, "r2", owner="w1")
+            assert await claim(b, "w2", now=LEASE - 1) == []
+            assert await a.heartbeat("w1", LEASE + 100) == []
+            assert await claim(b, "w2", now=LEASE + 1) == []
+            claims = await claim(b, "w2", now=LEASE + 101, limit=1)
+            assert [(c.takeover, c.run.epoch, c.run.owner) for c in claims] == [(True, 2, "w2")]
+            [rest] = await claim(b, "w2", now=LEASE + 101)
+            assert rest.run.run_id != claims[0].run.run_id
+
+    run(body())
+
+
+def test_queue_limits_hold_across_workers(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1", "w2") as (a, b):
+            for i in range(5):
+                await a.create_run(
+                    new_run(f"q{i}", queue="q"), owner=None, lease_expires=LEASE, now=NOW + i
+                )
+            for i in range(3):
+                await a.create_run(
+                    new_run(f"r{i}", queue="rl"), owner=None, lease_expires=LEASE, now=NOW + i
+                )
+            await a.create_run(new_run("free"), owner=None, lease_expires=LEASE, now=NOW)
+            await a.create_run(
+                new_run("other", queue="unconfigured"), owner=None, lease_expires=LEASE, now=NOW
+            )
+            limits = {
+                "q": QueueLimits("q", concurrency=2),
+                "rl": QueueLimits("rl", rate_limit=(2, 5.0)),
+            }
+            got = {c.run.run_id for c in await claim(a, "w1", queues=limits)}
+            assert got == {"q0", "q1", "r0", "r1", "free", "other"}
+            assert await claim(b, "w2", queues=limits) == []  # the limits are global
+
+            await a.finish_run("q0", 1, COMPLETED, output=b"", error=None, pending=[], now=NOW)
+            await a.finish_run("r0", 1, COMPLETED, output=b"", error=None, pending=[], now=NOW)
+            got = {c.run.run_id for c in await claim(b, "w2", queues=limits)}
+            assert got == {"q2"}  # a concurrency slot freed; the rate limit still holds
+            got = {c.run.run_id for c in await claim(b, "w2", now=NOW + 6, queues=limits)}
+            assert got == {"r2"}  # once the window has passed, the rate limit allows more
+
+            per_worker = {"q": QueueLimits("q", worker_concurrency=1)}
+            assert await claim(a, "w1", queues=per_worker, per_queue={"q": 1}) == []
+            [one] = await claim(a, "w1", queues=per_worker, per_queue={"q": 0})
+            assert one.run.run_id == "q3"
+
+    run(body())
+
+
+# -- events, waiting and cancellation -------------------------------------------------------------
+def test_send_event_dedupes_keys_and_wakes_a_waiting_run(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            with pytest.raises(RunNotFound):
+                await store.send_event("missing", "go", b"", None, NOW)
+            await store.suspend_run(
+                "r1", epoch, wake_at=None, wait_events=["go", "stop"], pending=[], now=NOW
+            )
+            rec = await store.get_run("r1")
+            assert rec is not None and (rec.status, rec.wake_at) == (WAITING, None)
+            assert await claim(store, "w1") == []
+            assert await store.send_event("r1", "unrelated", b"", None, NOW)
+            assert await claim(store, "w1") == []
+            assert await store.send_event("r1", "go", b"1", "key-1", NOW)
+            assert not await store.send_event("r1", "go", b"2", "key-1", NOW)
+            [c] = await claim(store, "w1")
+            assert (c.run.run_id, c.run.epoch) == ("r1", 2)
+            assert await store.take_event("r1", 2, "go", entry(0, kind="event")) == b"1"
+            assert await store.take_event("r1", 2, "go", entry(1, kind="event")) is None
+
+    run(body())
+
+
+def test_suspend_with_an_event_already_stored_is_due_at_once(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            assert await store.send_event("r1", "approval", b"yes", None, NOW)
+            await store.suspend_run(
+                "r1",
+                epoch,
+                wake_at=NOW + 3600,
+                wait_events=["approval"],
+                pending=[entry(0, ARMED)],
+                now=NOW,
+            )
+            rec = await store.get_run("r1")
+            assert rec is not None and rec.status == WAITING and rec.wake_at is not None
+            assert rec.wake_at <= NOW
+            [c] = await claim(store, "w1")
+            assert c.run.run_id == "r1"
+
+    run(body())
+
+
+def test_take_event_consumes_once_and_journals_it(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.send_event("r1", "msg", b"first", None, NOW)
+            await store.send_event("r1", "msg", b"second", None, NOW)
+            with pytest.raises(LeaseLost):
+                await store.take_event("r1", epoch + 1, "msg", entry(0, kind="event", payload=None))
+            got = await store.take_event("r1", epoch, "msg", entry(0, kind="event", payload=None))
+            assert got == b"first"
+            assert await store.take_event("r1", epoch, "msg", entry(1, kind="event")) == b"second"
+            assert await store.take_event("r1", epoch, "msg", entry(2, kind="event")) is None
+            assert await journal(store, "r1") == [(0, OK, b"first"), (1, OK, b"second")]
+
+    run(body())
+
+
+def test_request_cancel_covers_the_whole_tree(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            with pytest.raises(RunNotFound):
+                await store.request_cancel("missing", b"cancelled", NOW)
+            await started(store, "parent")
+            await store.create_run(
+                new_run("child", parent_id="parent"), owner=None, lease_expires=LEASE, now=NOW
+            )
+            epoch = await started(store, "grandchild", parent_id="child")
+            await store.suspend_run(
+                "grandchild", epoch, wake_at=NOW + 60, wait_events=[], pending=[], now=NOW
+            )
+            await store.create_run(
+                new_run("done", parent_id="parent"), owner="w1", lease_expires=LEASE, now=NOW
+            )
+            await store.finish_run(
+                "done", 1, COMPLETED, output=b"", error=None, pending=[], now=NOW
+            )
+
+            flagged = await store.request_cancel("parent", b"cancelled", NOW)
+            assert flagged == ["parent"]
+            statuses = {
+                r.run_id: (r.status, r.cancel_requested) for r in await store.list_runs(RunFilter())
+            }
+            assert statuses["parent"] == (RUNNING, True)
+            assert statuses["child"][0] == CANCELLED
+            assert statuses["grandchild"][0] == CANCELLED
+            assert statuses["done"][0] == COMPLETED
+            assert (await store.get_run("child")).error == b"cancelled"  # type: ignore[union-attr]
+            assert await store.heartbeat("w1", LEASE) == ["parent"]
+            assert await store.cancel_requests("w1") == ["parent"]
+            assert await store.cancel_requests("w2") == []
+            assert await claim(store, "w1", now=NOW + 61) == []  # cancelled runs stay ended
+
+    run(body())
+
+
+def test_finished_child_wakes_its_waiting_parent(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1", "w2") as (a, b):
+            parent_epoch = await started(a, "parent", owner="w1")
+            child_epoch = await started(b, "child", owner="w2", parent_id="parent")
+            await a.suspend_run(
+                "parent",
+                parent_epoch,
+                wake_at=None,
+                wait_events=[child_event_name("child")],
+                pending=[entry(0, ARMED, kind="call")],
+                now=NOW,
+            )
+            assert await claim(a, "w1") == []
+            await b.finish_run(
+                "child",
+                child_epoch,
+                COMPLETED,
+                output=b"answer",
+                error=None,
+                pending=[entry(0), entry(1)],
+                now=NOW,
+            )
+            child = await b.get_run("child")
+            assert child is not None
+            assert (child.status, child.output, child.owner, child.lease_expires) == (
+                COMPLETED,
+                b"answer",
+                None,
+                None,
+            )
+            assert [seq for seq, _, _ in await journal(b, "child")] == [0, 1]
+            [c] = await claim(a, "w1")
+            assert c.run.run_id == "parent"
+            name = child_event_name("child")
+            assert await a.take_event("parent", c.run.epoch, name, entry(0, kind="call")) == b""
+
+    run(body())
+
+
+# -- blobs, state, retention ----------------------------------------------------------------------
+def test_blobs_are_stored_once_by_hash(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            await store.put_blobs({b"h1": b"one", b"h2": b"two" * 1000})
+            await store.put_blobs({b"h1": b"one"})
+            await store.put_blobs({})
+            got = await store.get_blobs([b"h1", b"h2", b"h3"])
+            assert got == {b"h1": b"one", b"h2": b"two" * 1000}
+            assert await store.get_blobs([]) == {}
+
+    run(body())
+
+
+def test_blob_gc_primitives(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            before = time.time()
+            await store.put_blobs({b"h1": b"one", b"h2": b"two"})
+            assert sorted(await store.blob_hashes(time.time() + 1)) == [b"h1", b"h2"]
+            assert await store.blob_hashes(before - 1) == []
+            middle = time.time()
+            await asyncio.sleep(0.01)
+            await store.put_blobs({b"h2": b"two"})  # re-used: GC must spare it
+            assert await store.blob_hashes(middle) == [b"h1"]
+
+            epoch = await started(store, "r1")
+            await store.write_entries(
+                "r1", epoch, [entry(0, payload=b"\x10root-ref"), entry(1, payload=b"plain")]
+            )
+            assert await store.ref_payloads() == [b"\x10root-ref"]
+
+            # The sweep spares a blob re-used after the mark phase's cutoff.
+            await store.delete_blobs([b"h1", b"h2", b"unknown"], middle)
+            await store.delete_blobs([], middle)
+            assert await store.get_blobs([b"h1", b"h2"]) == {b"h2": b"two"}
+
+    run(body())
+
+
+def test_load_state_finds_the_latest_write_before_a_position(make_store: MakeStore) -> None:
+    def state(seq: int, key: str, value: bytes, status: str = OK) -> Entry:
+        return entry(seq, status, value, kind="state", name=key)
+
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "r1")
+            await store.write_entries(
+                "r1",
+                epoch,
+                [
+                    state(0, "k", b"v0"),
+                    entry(1, payload=b"step", name="k"),
+                    state(2, "other", b"o2"),
+                    state(3, "k", b"v3"),
+                    state(4, "k", b"v4", status=ERROR),
+                ],
+            )
+            assert await store.load_state("r1", "k", 0) is None
+            assert await store.load_state("r1", "k", 1) == b"v0"
+            assert await store.load_state("r1", "k", 3) == b"v0"
+            assert await store.load_state("r1", "k", 4) == b"v3"
+            assert await store.load_state("r1", "k", 99) == b"v3"
+            assert await store.load_state("r1", "missing", 99) is None
+            assert await store.load_state("r2", "k", 99) is None
+
+    run(body())
+
+
+def test_delete_finished_runs_takes_whole_old_trees(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            for rid, parent in (("old", None), ("old-child", "old"), ("new", None), ("busy", None)):
+                epoch = await started(store, rid, parent_id=parent)
+                await store.write_entries(rid, epoch, [entry(0)])
+                await store.send_event(rid, "e", b"", None, NOW)
+            await store.finish_run(
+                "old", 1, COMPLETED, output=b"", error=None, pending=[], now=NOW - 100
+            )
+            await store.finish_run("new", 1, FAILED, output=None, error=b"", pending=[], now=NOW)
+            await store.continue_as_new("busy", 1, b"again", NOW - 100)
+
+            assert await store.delete_finished_runs(NOW - 50) == 2
+            remaining = sorted(r.run_id for r in await store.list_runs(RunFilter()))
+            assert remaining == ["busy", "new"]
+            assert await store.load_journal_meta("old") == []
+            assert await store.load_journal_meta("old-child") == []
+            with pytest.raises(RunNotFound):
+                await store.send_event("old", "e", b"", None, NOW)
+            assert await store.delete_finished_runs(NOW - 50) == 0
+
+    run(body())
+
+
+# -- change notification --------------------------------------------------------------------------
+def test_wait_for_change_wakes_on_another_stores_write(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1", "w2") as (a, b):
+            assert await b.wait_for_change(0.05) is False
+            waiter = asyncio.ensure_future(b.wait_for_change(10))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            started_at = time.monotonic()
+            await a.create_run(new_run("r1"), owner=None, lease_expires=LEASE, now=NOW)
+            assert await waiter is True
+            assert time.monotonic() - started_at < 2
+            # The change was reported once; a store's own writes do not wake itself.
+            assert await b.wait_for_change(0.05) is False
+            await b.send_event("r1", "e", b"", None, NOW)
+            assert await b.wait_for_change(0.1) is False
+            assert await a.wait_for_change(2) is True
+
+    run(body())
