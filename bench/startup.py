@@ -1,0 +1,218 @@
+"""Start-up costs: ``import undying``, and process start -> first resumed step.
+
+(a) import time. Fresh interpreters, interleaved: ``python -c pass`` (the bare interpreter,
+    with the venv's site), ``python -c "import asyncio"`` (a reference: the stdlib module any
+    async library needs) and ``python -c "import undying"``; wall time of each subprocess.
+    Reported absolute and minus the bare interpreter (the cost of the import itself). Also the
+    heaviest imports according to ``python -X importtime``.
+
+    Two settings: "cached" gives the child a bytecode cache (PYTHONPYCACHEPREFIX in a temp dir,
+    warmed once), as a pip-installed package has; "no cache" runs the children with the
+    environment as it is, which in this sandbox has PYTHONDONTWRITEBYTECODE=1, so undying's own
+    modules are compiled from source at every start. Targets are judged on "cached".
+
+(b) time to the first resumed step. A child process executes a 20-step run and is SIGKILLed
+    after step 10 (synchronised on its stdout). Per repetition, a copy of that database is
+    recovered by a new process (bench/_workload.py recover) that prints ``time.time()`` when
+    its first newly executed step runs; the figure is that stamp minus ``time.time()`` taken
+    just before ``subprocess.Popen``. It includes interpreter start, ``import undying``,
+    opening the store, claiming the dead worker's run, replaying 10 steps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as common
+import replay
+
+TARGET_IMPORT_MS = 100.0
+TARGET_FIRST_STEP_MS = 150.0
+
+
+def _spawn_time(code: str, env: dict[str, str] | None) -> float:
+    start = time.perf_counter()
+    subprocess.run([common.PYTHON, "-c", code], check=True, env=env)
+    return time.perf_counter() - start
+
+
+CODES = {"bare": "pass", "asyncio": "import asyncio", "undying": "import undying"}
+
+
+def import_times(reps: int, env: dict[str, str] | None) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in CODES}
+    _spawn_time("import undying", env)  # warm the OS file cache (and bytecode cache)
+    for _ in range(reps):
+        for key, code in CODES.items():
+            out[key].append(_spawn_time(code, env) * 1e3)
+    return out
+
+
+def heaviest_imports(env: dict[str, str] | None, top: int = 10) -> list[tuple[str, float, float]]:
+    """(module, self ms, cumulative ms) of the slowest imports under -X importtime."""
+    out = subprocess.run(
+        [common.PYTHON, "-X", "importtime", "-c", "import undying"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stderr
+    rows = []
+    for line in out.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:") :].split("|")
+        try:
+            self_us, cumulative_us = int(parts[0]), int(parts[1])
+        except ValueError:
+            continue  # the header line
+        rows.append((parts[2].rstrip(), self_us / 1e3, cumulative_us / 1e3))
+    rows.sort(key=lambda r: -r[2])
+    return rows[:top]
+
+
+def first_step_times(
+    files: common.FreshFiles, reps: int, env: dict[str, str] | None
+) -> dict[str, list[float]]:
+    steps, crash_at = 20, 10
+    crashed = files.path("crashed")
+    replay.prepare_crashed(crashed, steps, crash_at, 0)
+    warm = replay.copy_db(crashed, Path(files.path("warm")).parent)
+    replay.recover_once(warm, steps, crash_at, 0, env)
+    out: dict[str, list[float]] = {"launch": [], "open": []}
+    for _ in range(reps):
+        fresh = replay.copy_db(crashed, Path(files.path("recover")).parent)
+        r = replay.recover_once(fresh, steps, crash_at, 0, env)
+        out["launch"].append(r["from_launch"] * 1e3)
+        out["open"].append(r["from_open"] * 1e3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    reps = args.reps or (5 if args.quick else 9)
+    print(f"start-up: median of {reps}")
+    print(common.env_line())
+    rows = []
+    figures: dict[str, dict[str, float]] = {}
+    heavy = []
+    with common.temp_dir(args.tmp) as root:
+        files = common.FreshFiles(root)
+        settings = {
+            "cached": common.bytecode_env(root / "pycache"),
+            "no cache": None,
+        }
+        for label, env in settings.items():
+            t = import_times(reps, env)
+            minus = {k: [v - b for v, b in zip(t[k], t["bare"], strict=True)] for k in CODES}
+            first = first_step_times(files, reps, env)
+            med = {k: common.median(v) for k, v in t.items()}
+            mmed = {k: common.median(v) for k, v in minus.items()}
+            fl, fo = common.median(first["launch"]), common.median(first["open"])
+            figures[label] = {
+                "bare": med["bare"],
+                "undying": med["undying"],
+                "import": mmed["undying"],
+                "asyncio": mmed["asyncio"],
+                "first": fl,
+                "open": fo,
+            }
+            rows += [
+                [
+                    f"[{label}] python -c pass (bare interpreter)",
+                    med["bare"],
+                    "",
+                    common.spread(t["bare"]),
+                ],
+                [
+                    f'[{label}] python -c "import asyncio" (reference)',
+                    med["asyncio"],
+                    mmed["asyncio"],
+                    common.spread(t["asyncio"]),
+                ],
+                [
+                    f'[{label}] python -c "import undying"',
+                    med["undying"],
+                    mmed["undying"],
+                    common.spread(t["undying"]),
+                ],
+                [
+                    f"[{label}] process start -> first resumed step",
+                    fl,
+                    "",
+                    common.spread(first["launch"]),
+                ],
+                [
+                    f"[{label}]   of which App open -> first resumed step",
+                    fo,
+                    "",
+                    common.spread(first["open"]),
+                ],
+            ]
+            if label == "cached":
+                heavy = heaviest_imports(env)
+            print(
+                f"  .. {label}: import undying {mmed['undying']:.1f} ms over bare, "
+                f"first resumed step {fl:.1f} ms",
+                flush=True,
+            )
+    print()
+    print(
+        common.table("Start-up (ms, medians)", ["what", "absolute", "minus bare", "min..max"], rows)
+    )
+    print()
+    print(
+        common.table(
+            "Slowest imports under -X importtime (cached, one run, ms)",
+            ["module (indent = imported by the line above)", "self", "cumulative"],
+            heavy,
+        )
+    )
+    c = figures["cached"]
+    print()
+    print(
+        f"targets: import undying <= {TARGET_IMPORT_MS:g} ms (judged minus the bare "
+        f"interpreter, cached); first resumed step <= {TARGET_FIRST_STEP_MS:g} ms including "
+        "interpreter start (cached)"
+    )
+    print(
+        f"undying's import costs {c['import'] / c['asyncio']:.2f}x an `import asyncio` "
+        f"measured alongside ({c['asyncio']:.1f} ms)"
+    )
+    common.emit_summary(
+        [
+            common.summary_line(
+                "import undying (bytecode cached)",
+                f"{c['import']:.1f} ms over a {c['bare']:.1f} ms bare interpreter "
+                f"({c['undying']:.1f} ms absolute; import asyncio alone {c['asyncio']:.1f} ms)",
+                f"<= {TARGET_IMPORT_MS:g} ms",
+                c["import"] <= TARGET_IMPORT_MS,
+            ),
+            common.summary_line(
+                "process start -> first resumed step (bytecode cached)",
+                f"{c['first']:.1f} ms (App open -> step {c['open']:.1f} ms)",
+                f"<= {TARGET_FIRST_STEP_MS:g} ms",
+                c["first"] <= TARGET_FIRST_STEP_MS,
+            ),
+            common.summary_line(
+                "same, no bytecode cache (PYTHONDONTWRITEBYTECODE=1 as in this sandbox)",
+                f"import {figures['no cache']['import']:.1f} ms, first resumed step "
+                f"{figures['no cache']['first']:.1f} ms",
+                "(info)",
+                None,
+            ),
+        ]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
