@@ -99,7 +99,8 @@ class App:
         self._workflows: dict[str, WorkflowSpec] = {}
         self._queues: dict[str, QueueLimits] = {}
         self._worker: Any = None
-        self._results: dict[str, asyncio.Future[Any]] = {}
+        #: outcomes of runs executing in this process, for handles awaiting them
+        self._results: dict[str, asyncio.Future[tuple[str, bytes | None, bytes | None]]] = {}
         self._status_cache: dict[str, Any] = {}
         self._changed = asyncio.Event()
         if strict:
@@ -188,6 +189,7 @@ class App:
         if self._store is not None:
             return
         self._changed = asyncio.Event()
+        self._results = {}  # futures belong to one event loop: start afresh
         store = self._store_template
         await store.open(self.worker_id)
         self._store = store
@@ -262,6 +264,7 @@ class App:
         )
         if created:
             if local:
+                self._results[run_id] = asyncio.get_running_loop().create_future()
                 self._worker.spawn(record, fresh=True)
             elif self._worker is not None:
                 self._worker.poke()
@@ -401,14 +404,15 @@ class App:
                     ctx._wake()
             worker.poke()
 
-    def _finished(self, run_id: str, status: str, outcome: Any) -> None:
-        future = self._results.get(run_id)
+    def _finished(
+        self, run_id: str, status: str, output: bytes | None, error: bytes | None
+    ) -> None:
+        """A run ended in this process: hand the outcome to local handles without a query."""
+        future = self._results.pop(run_id, None)
         if future is not None and not future.done():
-            if status == COMPLETED:
-                future.set_result(outcome)
-            else:
-                future.set_exception(outcome)
-        self._notify(run_id)
+            future.set_result((status, output, error))
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _may_suspend(self, ctx: Any) -> bool:
         return True
@@ -446,10 +450,16 @@ class RunHandle:
         """Wait for the run to end; return its result or raise its error."""
         app = self.app
         deadline = None if timeout is None else time.monotonic() + timeout
+        local = app._results.get(self.run_id)
+        if local is not None:  # executing here: no query, no polling
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                status, output, error = await asyncio.wait_for(asyncio.shield(local), left)
+                return _outcome(app, status, output, error)
         while True:
             record = await app._get(self.run_id)
             if record.status in TERMINAL:
-                return _outcome(app, record)
+                return _outcome(app, record.status, record.output, record.error)
             left = 0.5 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"run {self.run_id!r} is still {record.status}")
@@ -480,11 +490,11 @@ class RunHandle:
         return await self.app.send_event(self.run_id, name, payload, key=key)
 
 
-def _outcome(app: App, record: RunRecord) -> Any:
-    if record.status == COMPLETED:
-        return None if record.output is None else app.codec.decode(record.output)
-    info = app.codec.decode(record.error) if record.error else {}
+def _outcome(app: App, status: str, output: bytes | None, error: bytes | None) -> Any:
+    if status == COMPLETED:
+        return None if output is None else app.codec.decode(output)
+    info = app.codec.decode(error) if error else {}
     exc = rebuild_error(info)
-    if record.status == CANCELLED and not isinstance(exc, WorkflowCancelled):
+    if status == CANCELLED and not isinstance(exc, WorkflowCancelled):
         raise WorkflowCancelled(info.get("message") or None)
     raise exc

@@ -45,7 +45,17 @@ from .steps import (
     idempotency_key_for,
     policy_of,
 )
-from .store.base import ARMED, COMPLETED, ERROR, INTENT, OK, TERMINAL, Entry, RunRecord
+from .store.base import (
+    ARMED,
+    COMPLETED,
+    ERROR,
+    INTENT,
+    OK,
+    TERMINAL,
+    Entry,
+    RunRecord,
+    child_event_name,
+)
 from .validation import check_event_name
 
 if TYPE_CHECKING:
@@ -154,7 +164,8 @@ class Context:
         if not args and not kwargs:
             return _NO_ARGS_DIGEST
         try:
-            return digest(self._digest_codec.encode((args, kwargs)))
+            # Lists, not tuples: msgpack packs them natively (tuples take the slow ext path).
+            return digest(self._digest_codec.encode([list(args), kwargs] if kwargs else list(args)))
         except SerializationError:
             return None  # unencodable arguments (a client object, say) are not compared
 
@@ -646,8 +657,6 @@ class Context:
         return ChildHandle(self, child_id)
 
     async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
-        from .store.sqlite import child_event_name
-
         async def finished() -> RunRecord | None:
             child = await self._store.get_run(child_id)
             return child if child is not None and child.status in TERMINAL else None

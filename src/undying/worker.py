@@ -178,7 +178,7 @@ class Worker:
                 f"register (known: {sorted(app._workflows)}); register it with @app.workflow "
                 f"and resume the run (`undying resume {run.run_id}`)"
             )
-            await self._finish(run, FAILED, None, describe_error(exc, app.codec), exc)
+            await self._finish(run, FAILED, None, describe_error(exc, app.codec))
             return
         while True:
             try:
@@ -189,7 +189,7 @@ class Worker:
                     else await JournalCursor.load(store, run.run_id)
                 )
             except SerializationError as exc:
-                await self._finish(run, FAILED, None, describe_error(exc, app.codec), exc)
+                await self._finish(run, FAILED, None, describe_error(exc, app.codec))
                 return
             ctx = Context(app, run, cursor)
             ctx.queue = run.queue  # type: ignore[attr-defined]
@@ -236,7 +236,7 @@ class Worker:
             except SerializationError as exc:
                 await self._finish_ctx(ctx, run, FAILED, None, exc)
                 return
-            await self._finish(run, COMPLETED, output, None, result, pending=ctx._take_pending())
+            await self._finish(run, COMPLETED, output, None, pending=ctx._take_pending())
             return
 
     async def _continue_as_new(
@@ -261,7 +261,6 @@ class Worker:
             status,
             output,
             describe_error(exc, self.app.codec),
-            exc,
             pending=ctx._take_pending(),
         )
 
@@ -271,7 +270,6 @@ class Worker:
         status: str,
         output: bytes | None,
         error: bytes | None,
-        outcome: Any,
         pending: list[Any] | None = None,
     ) -> None:
         store = self.app._store_or_raise()
@@ -290,10 +288,13 @@ class Worker:
                 "run %s: lease lost before it could finish; the new owner finishes it", run.run_id
             )
             return
-        self.app._finished(run.run_id, status, outcome)
+        self.app._finished(run.run_id, status, output, error)
+        # Only a finish that frees queue room or wakes a parent elsewhere makes new work due.
         if run.parent_id is not None:
             parent = self.contexts.get(run.parent_id)
             if parent is not None:
                 parent._wake()
             else:
                 self.poke()
+        elif run.queue is not None:
+            self.poke()

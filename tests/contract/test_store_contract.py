@@ -33,10 +33,11 @@ from undying.store.base import (
     QueueLimits,
     RunFilter,
     Store,
+    child_event_name,
 )
 from undying.store.postgres import PostgresStore
 from undying.store.sqlfiles import migrations
-from undying.store.sqlite import SQLiteStore, child_event_name
+from undying.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
 MakeStore = Callable[[], Store]  # the conftest's make_store fixture

@@ -25,6 +25,13 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
+
+def child_event_name(child_run_id: str) -> str:
+    """The internal event a finished child run sends its parent (SQLite's trigger in
+    004_child_wakeup.sql spells the same prefix)."""
+    return f"undying.child:{child_run_id}"
+
+
 # Journal entry statuses.
 OK = "ok"
 ERROR = "error"

@@ -43,9 +43,9 @@ from .base import (
     RunFilter,
     RunRecord,
     Store,
+    child_event_name,
 )
 from .sqlfiles import migrations, queries
-from .sqlite import child_event_name
 
 try:
     import psycopg

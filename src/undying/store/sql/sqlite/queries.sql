@@ -31,8 +31,8 @@ SELECT seq, kind, name, status, CASE WHEN length(payload) <= ?1 THEN payload END
        attempt, started_at, finished_at, length(payload) > ?1
 FROM journal WHERE run_id = ?2 ORDER BY seq
 
--- name: load_payload
-SELECT payload FROM journal WHERE run_id = ? AND seq = ?
+-- name: load_payloads
+SELECT seq, payload FROM journal WHERE run_id = ? AND seq BETWEEN ? AND ?
 
 -- name: finish_run
 UPDATE runs SET status = ?, output = ?, error = ?, owner = NULL, lease_expires = NULL,
