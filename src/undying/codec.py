@@ -39,19 +39,19 @@ import decimal
 import enum
 import hashlib
 import importlib
-import json
-import pickle
 import struct
 import sys
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgpack
-import zstandard
 
 from undying.errors import SerializationError
+
+if TYPE_CHECKING:  # imported where used: most payloads never need them, and imports cost startup
+    import zstandard
 
 __all__ = ["CHUNK_THRESHOLD", "Codec", "digest", "zstd_compress", "zstd_decompress"]
 
@@ -125,6 +125,8 @@ def zstd_compress(data: bytes | bytearray | memoryview) -> bytes:
     try:
         compressor = _compressors.pop()
     except IndexError:
+        import zstandard
+
         compressor = zstandard.ZstdCompressor(level=3)
     result: bytes = compressor.compress(data)
     if len(_compressors) < _POOL_SIZE:
@@ -137,6 +139,8 @@ def zstd_decompress(data: bytes | bytearray | memoryview, limit: int) -> bytes:
 
     The limit keeps a damaged header from making us allocate gigabytes.
     """
+    import zstandard
+
     try:
         size = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
@@ -392,6 +396,8 @@ class Codec:
             return msgpack.ExtType(_Ext.PYDANTIC, self._pack([module, qualname, state]))
         if self.allow_pickle:
             try:
+                import pickle
+
                 return msgpack.ExtType(_Ext.PICKLE, pickle.dumps(value, protocol=_PROTOCOL))
             except Exception as exc:
                 raise _NotEncodable(f"pickle failed: {type(exc).__name__}: {exc}") from None
@@ -558,6 +564,8 @@ class Codec:
                 "from a shared database lets whoever can write to it run code in this process. "
                 "Use App(allow_pickle=True) only if every writer of the database is trusted."
             )
+        import pickle
+
         return pickle.loads(data)
 
     # explaining failures
@@ -627,6 +635,8 @@ class Codec:
         elif cls is dict:
             for key, child in item.items():
                 yield key, f"{path}<key {key!r}>"
+                import json
+
                 yield child, f"{path}[{json.dumps(key) if type(key) is str else repr(key)}]"
         elif cls is set or cls is frozenset:
             for child in item:

@@ -19,7 +19,6 @@ import datetime as _dt
 import os
 import random
 import sys
-import sysconfig
 import time
 import uuid
 from collections.abc import Callable
@@ -164,6 +163,8 @@ def install() -> None:
     global _installed, _library_roots
     if _installed:
         return
+    import sysconfig
+
     paths = sysconfig.get_paths()
     roots = {paths.get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     roots |= {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
