@@ -311,3 +311,43 @@ def test_idempotency_keys_differ_across_generations_and_big_events_replay(db_pat
     first, replayed = asyncio.run(main())
     assert keys[:3] == ["bill:0", "bill@1:0", "bill@2:0"]
     assert first == replayed == "x" * 600
+
+
+def test_sleep_until_and_lineage(db_path: str) -> None:
+    from datetime import UTC, datetime
+
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def wake(ctx: Context, rounds: int) -> str:
+        await ctx.sleep_until(datetime(2000, 1, 1, tzinfo=UTC))  # in the past: returns at once
+        await ctx.sleep_until(ctx.now() + timedelta(milliseconds=30))
+        if rounds:
+            ctx.continue_as_new(rounds - 1)
+        return "awake"
+
+    async def main() -> tuple[object, int]:
+        async with app:
+            out = await (await app.start(wake, 2, run_id="wake")).result(timeout=10)
+            db = app.store.db  # type: ignore[attr-defined]
+            (generations,) = db.execute(
+                "SELECT count(*) FROM lineage WHERE run_id = 'wake'"
+            ).fetchone()
+            return out, generations
+
+    assert asyncio.run(main()) == ("awake", 2)
+    with pytest.raises(undying.InvalidArgument, match="timezone-aware"):
+        asyncio.run(_naive_sleep(db_path))
+
+
+async def _naive_sleep(db_path: str) -> None:
+    from datetime import datetime
+
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def naive(ctx: Context) -> None:
+        await ctx.sleep_until(datetime(2000, 1, 1))
+
+    async with app:
+        await (await app.start(naive)).result(timeout=10)
