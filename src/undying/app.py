@@ -244,7 +244,7 @@ class App:
             )
         if not isinstance(priority, int):
             raise InvalidArgument(f"priority must be an int, not {priority!r}")
-        encoded = self.codec.encode((args, kwargs), root="workflow arguments")
+        encoded = self.codec.encode([list(args), kwargs], root="workflow arguments")
         now = time.time()
         deadline = None
         if timeout is not None:
@@ -280,7 +280,7 @@ class App:
     ) -> None:
         store = self._store_or_raise()
         name = self._workflow_name(workflow)
-        encoded = self.codec.encode((args, kwargs), root="child workflow arguments")
+        encoded = self.codec.encode([list(args), kwargs], root="child workflow arguments")
         now = time.time()
         local = self._worker is not None
         created, record = await store.create_run(
@@ -454,7 +454,10 @@ class RunHandle:
         if local is not None:  # executing here: no query, no polling
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                status, output, error = await asyncio.wait_for(asyncio.shield(local), left)
+                waiter = asyncio.shield(local)  # a cancelled caller must not cancel the outcome
+                status, output, error = await (
+                    waiter if left is None else asyncio.wait_for(waiter, left)
+                )
                 return _outcome(app, status, output, error)
         while True:
             record = await app._get(self.run_id)

@@ -245,7 +245,7 @@ class Worker:
         app = self.app
         store = app._store_or_raise()
         new_input = app.codec.encode(
-            (again.call_args, again.call_kwargs), root="continue_as_new arguments"
+            [list(again.call_args), again.call_kwargs], root="continue_as_new arguments"
         )
         await ctx._flush()
         await store.continue_as_new(run.run_id, run.epoch, new_input, time.time())
