@@ -100,7 +100,7 @@ class App:
         self._queues: dict[str, QueueLimits] = {}
         self._worker: Any = None
         #: outcomes of runs executing in this process, for handles awaiting them
-        self._results: dict[str, asyncio.Future[tuple[str, bytes | None, bytes | None]]] = {}
+        self._results: dict[str, asyncio.Future[tuple[str, bytes | None, bytes | None] | None]] = {}
         self._status_cache: dict[str, Any] = {}
         self._changed = asyncio.Event()
         if strict:
@@ -334,6 +334,8 @@ class App:
                 ctx = self._worker.contexts.get(rid)
                 if ctx is not None:
                     ctx._cancel(WorkflowCancelled())
+                elif rid in self._worker.tasks:
+                    self._worker.cancelled.add(rid)
         self._notify(None)
 
     async def fork(
@@ -372,7 +374,7 @@ class App:
 
     async def get_status(self, run_id: str) -> Any:
         """The last value the run published with ``ctx.set_status`` (None if none)."""
-        if run_id in self._status_cache:
+        if run_id in self._status_cache:  # executing here: fresher than the database
             return self._status_cache[run_id]
         record = await self._get(run_id)
         return None if record.status_value is None else self.codec.decode(record.status_value)
@@ -411,8 +413,17 @@ class App:
         future = self._results.pop(run_id, None)
         if future is not None and not future.done():
             future.set_result((status, output, error))
+        self._status_cache.pop(run_id, None)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def _stopped_here(self, run_id: str) -> None:
+        """The run stopped executing in this process (ended, released, or lost): local
+        handles must now follow it through the database, where it may end elsewhere."""
+        future = self._results.pop(run_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+        self._status_cache.pop(run_id, None)
 
     def _may_suspend(self, ctx: Any) -> bool:
         return True
@@ -455,10 +466,9 @@ class RunHandle:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 waiter = asyncio.shield(local)  # a cancelled caller must not cancel the outcome
-                status, output, error = await (
-                    waiter if left is None else asyncio.wait_for(waiter, left)
-                )
-                return _outcome(app, status, output, error)
+                ended = await (waiter if left is None else asyncio.wait_for(waiter, left))
+                if ended is not None:
+                    return _outcome(app, *ended)
         while True:
             record = await app._get(self.run_id)
             if record.status in TERMINAL:

@@ -633,7 +633,7 @@ class Context:
                 raise rebuild_error(value)
             return value
         self._raise_if_cancelled()
-        child_id = f"{self.run_id}.{seq}"
+        child_id = self._child_id(seq)
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         return await self._join(seq, "call", name, child_id)
@@ -642,7 +642,7 @@ class Context:
         """Start a child workflow and return a handle; ``await handle.result()`` joins it."""
         seq = self._next()
         name = self._app._workflow_name(workflow)
-        child_id = f"{self.run_id}.{seq}"
+        child_id = self._child_id(seq)
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "child", name)
@@ -655,6 +655,13 @@ class Context:
             Entry(seq, "child", name, OK, self._codec.encode(child_id), None, 1, now, now)
         )
         return ChildHandle(self, child_id)
+
+    def _child_id(self, seq: int) -> str:
+        """``parent.seq``; later generations (continue_as_new) add theirs, ``parent@2.seq``,
+        since positions restart at 0 and a child id must never be reused."""
+        if self.generation:
+            return f"{self.run_id}@{self.generation}.{seq}"
+        return f"{self.run_id}.{seq}"
 
     async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
         async def finished() -> RunRecord | None:

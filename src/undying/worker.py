@@ -36,6 +36,8 @@ class Worker:
         self.app = app
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, Context] = {}
+        #: runs cancelled while claimed here but before their context existed
+        self.cancelled: set[str] = set()
         self._poke = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -169,6 +171,13 @@ class Worker:
 
     # -- executing ------------------------------------------------------------------------------
     async def _execute(self, run: RunRecord, fresh: bool) -> None:
+        try:
+            await self._execute_run(run, fresh)
+        finally:
+            self.cancelled.discard(run.run_id)
+            self.app._stopped_here(run.run_id)
+
+    async def _execute_run(self, run: RunRecord, fresh: bool) -> None:
         app = self.app
         store = app._store_or_raise()
         spec = app._workflows.get(run.workflow)
@@ -201,7 +210,7 @@ class Worker:
                     ctx._cancel,
                     WorkflowCancelled("the run's deadline passed"),
                 )
-            if run.cancel_requested:
+            if run.cancel_requested or run.run_id in self.cancelled:
                 ctx._cancel(WorkflowCancelled())
             elif run.deadline is not None and run.deadline <= time.time():
                 ctx._cancel(WorkflowCancelled("the run's deadline passed"))
@@ -216,6 +225,7 @@ class Worker:
                 continue
             except LeaseLost:
                 log.warning("run %s: lease lost, dropping it", run.run_id)
+                await self._release_if_still_mine(run)
                 return
             except WorkflowCancelled as exc:
                 await self._finish_ctx(ctx, run, CANCELLED, None, exc)
@@ -238,6 +248,14 @@ class Worker:
                 return
             await self._finish(run, COMPLETED, output, None, pending=ctx._take_pending())
             return
+
+    async def _release_if_still_mine(self, run: RunRecord) -> None:
+        """After a failed write, hand the run back unless another worker really owns it now,
+        so a run can never stay 'running' under a live owner that no longer executes it."""
+        with contextlib.suppress(Exception):
+            await self.app._store_or_raise().release_runs(
+                self.app.worker_id, [run.run_id], time.time()
+            )
 
     async def _continue_as_new(
         self, ctx: Context, run: RunRecord, again: ContinueAsNew
@@ -289,6 +307,9 @@ class Worker:
             )
             return
         self.app._finished(run.run_id, status, output, error)
+        if status == CANCELLED:  # e.g. a deadline: children go too, as with app.cancel
+            with contextlib.suppress(Exception):
+                await self.app.cancel(run.run_id)
         # Only a finish that frees queue room or wakes a parent elsewhere makes new work due.
         if run.parent_id is not None:
             parent = self.contexts.get(run.parent_id)

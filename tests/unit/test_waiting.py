@@ -351,3 +351,74 @@ async def _naive_sleep(db_path: str) -> None:
 
     async with app:
         await (await app.start(naive)).result(timeout=10)
+
+
+def test_handle_follows_a_run_that_ends_elsewhere(db_path: str) -> None:
+    app = temp_app(db_path, suspend_after=0.0)
+
+    @app.workflow()
+    async def idle(ctx: Context) -> None:
+        await ctx.wait_for_event("never")
+
+    async def main() -> None:
+        async with app:
+            handle = await app.start(idle, run_id="away")
+            while await handle.status() != "waiting":
+                await app._wait_change(0.05)
+            other = temp_app(db_path, worker=False)
+            async with other:
+                waiter = asyncio.ensure_future(handle.result())
+                await other.cancel("away")  # ended by another process, not by this worker
+                with pytest.raises(WorkflowCancelled):
+                    await asyncio.wait_for(waiter, 10)
+
+    asyncio.run(main())
+
+
+def test_deadline_cancels_children_and_cancel_right_after_start(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def child(ctx: Context) -> None:
+        await ctx.wait_for_event("never")
+
+    @app.workflow()
+    async def parent(ctx: Context) -> None:
+        await ctx.call(child)
+
+    async def main() -> tuple[str, str, str]:
+        async with app:
+            handle = await app.start(parent, run_id="dl", timeout=0.3)
+            with pytest.raises(WorkflowCancelled):
+                await handle.result(timeout=10)
+            kid = app.handle("dl.0")
+            with pytest.raises(WorkflowCancelled):
+                await kid.result(timeout=10)
+            quick = await app.start(child, run_id="quick")
+            await app.cancel("quick")
+            with pytest.raises(WorkflowCancelled):
+                await quick.result(timeout=10)
+            return await handle.status(), await kid.status(), await quick.status()
+
+    assert asyncio.run(main()) == ("cancelled", "cancelled", "cancelled")
+
+
+def test_children_of_later_generations_get_new_ids(db_path: str) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def square(ctx: Context, n: int) -> int:
+        return n * n
+
+    @app.workflow()
+    async def loop(ctx: Context, n: int, acc: list[int]) -> list[int]:
+        acc = [*acc, await ctx.call(square, n)]
+        if n < 3:
+            ctx.continue_as_new(n + 1, acc)
+        return acc
+
+    async def main() -> object:
+        async with app:
+            return await (await app.start(loop, 1, [], run_id="sq")).result(timeout=10)
+
+    assert asyncio.run(main()) == [1, 4, 9]

@@ -531,7 +531,7 @@ class PostgresStore(Store):
             if limit > 0:
                 cur = await conn.execute(
                     self._q["claim_due"],
-                    {**base, "queues": list(queues), "limit": limit},
+                    {**base, "limit": limit},
                     prepare=True,
                 )
                 claims += [Claim(RunRecord(*r)) for r in await cur.fetchall()]

@@ -405,7 +405,7 @@ class SQLiteStore(Store):
             if limit > 0:
                 rows = db.execute(
                     self._q["claim_due"],
-                    (owner, lease_expires, now, now, json.dumps(list(queues)), limit),
+                    (owner, lease_expires, now, now, limit),
                 ).fetchall()
                 claims += [Claim(_record(r)) for r in rows]
         return claims

@@ -196,7 +196,7 @@ SELECT (SELECT count(*) FROM target),
 WITH suspended AS (
     UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL,
         wait_events = %(key)s::text,
-        wake_at = CASE WHEN EXISTS (
+        wake_at = CASE WHEN cancel_requested OR EXISTS (
             SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
               AND strpos(%(key)s::text, chr(10) || e.name || chr(10)) > 0) THEN 0
             ELSE %(wake_at)s::float8 END,
@@ -257,7 +257,7 @@ UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_e
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
-      AND (queue IS NULL OR queue <> ALL(%(queues)s::text[]))
+      AND queue IS NULL  -- a queued run goes only to workers that know the queue's limits
     ORDER BY priority DESC, created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)

@@ -49,7 +49,7 @@ ON CONFLICT DO NOTHING
 
 -- name: suspend_run
 UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL, wait_events = ?,
-    wake_at = CASE WHEN EXISTS (
+    wake_at = CASE WHEN cancel_requested = 1 OR EXISTS (
         SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.consumed_seq IS NULL
           AND instr(?, char(10) || e.name || char(10)) > 0) THEN 0 ELSE ? END,
     updated_at = ?
@@ -68,7 +68,7 @@ UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, epoch = epoch 
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
-      AND (queue IS NULL OR queue NOT IN (SELECT value FROM json_each(?)))
+      AND queue IS NULL  -- a queued run goes only to workers that know the queue's limits
     ORDER BY priority DESC, created_at LIMIT ?)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
