@@ -335,10 +335,14 @@ class Context:
         return exc
 
     # -- transactional steps --------------------------------------------------------------
-    async def transaction(self, fn: Callable[..., T], /, *args: Any) -> T:
+    def transaction(self, fn: Callable[..., T], /, *args: Any) -> Coroutine[Any, Any, T]:
         """Run ``fn(connection, *args)`` inside the journal database's own transaction: its
         writes and its journal entry commit together, so the effect happens exactly once."""
-        seq = self._next()
+        if not callable(fn):
+            raise InvalidArgument(f"ctx.transaction needs a callable, not {fn!r}")
+        return self._transaction(self._next(), fn, args)
+
+    async def _transaction(self, seq: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         name = callable_name(fn)
         arg_digest = self._digest(args, {})
         entry = self._cursor.take(seq)
@@ -462,10 +466,18 @@ class Context:
                 await self._store.set_status_value(self.run_id, self.epoch, value)
 
     # -- waiting ----------------------------------------------------------------------------------
-    async def sleep(self, duration: float | dt.timedelta) -> None:
+    def sleep(self, duration: float | dt.timedelta) -> Coroutine[Any, Any, None]:
         """Sleep durably: a long sleep releases the run and any worker resumes it on time."""
         seconds = _seconds(duration, "ctx.sleep")
-        seq = self._next()
+        return self._sleep(self._next(), None, seconds)
+
+    def sleep_until(self, when: dt.datetime) -> Coroutine[Any, Any, None]:
+        """Sleep durably until ``when`` (a timezone-aware datetime)."""
+        if not isinstance(when, dt.datetime) or when.tzinfo is None:
+            raise InvalidArgument("ctx.sleep_until needs a timezone-aware datetime")
+        return self._sleep(self._next(), when.timestamp(), 0.0)
+
+    async def _sleep(self, seq: int, until: float | None, seconds: float) -> None:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "sleep", "sleep")
@@ -474,7 +486,7 @@ class Context:
                 return
         else:
             self._raise_if_cancelled()
-            wake_at = time.time() + seconds
+            wake_at = until if until is not None else time.time() + seconds
             await self._write(
                 [*self._take_pending(), _armed(seq, "sleep", "sleep", self._codec.encode(wake_at))]
             )
@@ -484,27 +496,18 @@ class Context:
             Entry(seq, "sleep", "sleep", OK, self._codec.encode(wake_at), None, 1, done, done)
         )
 
-    async def sleep_until(self, when: dt.datetime) -> None:
-        """Sleep durably until ``when`` (a timezone-aware datetime)."""
-        if not isinstance(when, dt.datetime) or when.tzinfo is None:
-            raise InvalidArgument("ctx.sleep_until needs a timezone-aware datetime")
-        seq = self._seq
-        entry = self._cursor.peek(seq)
-        if entry is not None and entry.kind == "sleep":
-            await self.sleep(0)
-            return
-        await self.sleep(max(0.0, when.timestamp() - time.time()))
-
-    async def wait_for_event(
+    def wait_for_event(
         self, name: str, *, timeout: float | dt.timedelta | None = None
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Wait durably for ``app.send_event(run_id, name, payload)``; return the payload.
 
         Events are stored first, so one sent before the wait is not lost. Raises
         ``EventTimeout`` when ``timeout`` passes first."""
         check_event_name(name)
         seconds = None if timeout is None else _seconds(timeout, "timeout")
-        seq = self._next()
+        return self._wait_for_event(self._next(), name, seconds)
+
+    async def _wait_for_event(self, seq: int, name: str, seconds: float | None) -> Any:
         deadline: float | None = None
         entry = self._cursor.take(seq)
         if entry is not None:
@@ -566,6 +569,7 @@ class Context:
         self._waits[seq] = (event, deadline)
         started = time.monotonic()
         budget = self._app.suspend_after
+        settled = False  # let parallel branches register their waits before suspending
         try:
             while True:
                 self._raise_if_cancelled()
@@ -586,6 +590,13 @@ class Context:
                     and self._inflight == 0
                     and self._app._may_suspend(self)
                 ):
+                    if not settled:
+                        # A few loop turns let sibling branches (gather, wait_first) register
+                        # their waits or settle a race before the run is released.
+                        settled = True
+                        for _ in range(_SETTLE_TURNS):
+                            await asyncio.sleep(0)
+                        continue
                     await self._suspend()
                     raise Suspended()
                 self._wakeup.clear()
@@ -621,10 +632,14 @@ class Context:
         self._wakeup.set()
 
     # -- children ---------------------------------------------------------------------------
-    async def call(self, workflow: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def call(self, workflow: Any, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """Run a child workflow and return its result; journaled as one entry."""
-        seq = self._next()
         name = self._app._workflow_name(workflow)
+        return self._call(self._next(), name, workflow, args, kwargs)
+
+    async def _call(
+        self, seq: int, name: str, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "call", name)
@@ -638,10 +653,16 @@ class Context:
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         return await self._join(seq, "call", name, child_id)
 
-    async def start_child(self, workflow: Any, /, *args: Any, **kwargs: Any) -> ChildHandle:
+    def start_child(
+        self, workflow: Any, /, *args: Any, **kwargs: Any
+    ) -> Coroutine[Any, Any, ChildHandle]:
         """Start a child workflow and return a handle; ``await handle.result()`` joins it."""
-        seq = self._next()
         name = self._app._workflow_name(workflow)
+        return self._start_child(self._next(), name, workflow, args, kwargs)
+
+    async def _start_child(
+        self, seq: int, name: str, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ChildHandle:
         child_id = self._child_id(seq)
         entry = self._cursor.take(seq)
         if entry is not None:
@@ -681,13 +702,17 @@ class Context:
         raise rebuild_error(self._decode(error))
 
     # -- races and restarts -------------------------------------------------------------------
-    async def wait_first(self, *awaitables: Awaitable[Any]) -> tuple[int, Any]:
+    def wait_first(self, *awaitables: Awaitable[Any]) -> Coroutine[Any, Any, tuple[int, Any]]:
         """Await the first of several journaled calls to finish; the others are cancelled.
 
         Returns (index, result). The winner is journaled, so replay picks the same one."""
         if not awaitables:
             raise InvalidArgument("ctx.wait_first needs at least one awaitable")
-        seq = self._next()
+        return self._wait_first(self._next(), awaitables)
+
+    async def _wait_first(
+        self, seq: int, awaitables: tuple[Awaitable[Any], ...]
+    ) -> tuple[int, Any]:
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "race", "wait_first")
@@ -728,10 +753,12 @@ class ChildHandle:
         self._ctx = ctx
         self.run_id = run_id
 
-    async def result(self) -> Any:
+    def result(self) -> Coroutine[Any, Any, Any]:
         """Wait for the child (durably, journaled) and return its result or raise its error."""
+        return self._result(self._ctx._next())
+
+    async def _result(self, seq: int) -> Any:
         ctx = self._ctx
-        seq = ctx._next()
         entry = ctx._cursor.take(seq)
         if entry is not None:
             ctx._check(seq, entry, "join", self.run_id)
@@ -743,6 +770,7 @@ class ChildHandle:
 
 
 _TIMEOUT = object()
+_SETTLE_TURNS = 4
 
 
 def _armed(seq: int, kind: str, name: str, payload: bytes) -> Entry:

@@ -422,3 +422,32 @@ def test_children_of_later_generations_get_new_ids(db_path: str) -> None:
             return await (await app.start(loop, 1, [], run_id="sq")).result(timeout=10)
 
     assert asyncio.run(main()) == [1, 4, 9]
+
+
+def test_race_a_step_against_a_timer_and_parallel_sleeps_replay(db_path: str) -> None:
+    import time as clock
+
+    app = temp_app(db_path, suspend_after=0.05)
+
+    @undying.step
+    async def quick() -> str:
+        return "answer"
+
+    @app.workflow()
+    async def race(ctx: Context) -> object:
+        index, value = await ctx.wait_first(quick(), ctx.sleep(60))
+        await asyncio.gather(ctx.sleep(0.3), ctx.sleep(0.3))
+        after = await quick()
+        return [index, value, after]
+
+    async def main() -> tuple[object, object, float]:
+        async with app:
+            t0 = clock.perf_counter()
+            first = await (await app.start(race, run_id="rc")).result(timeout=10)
+            elapsed = clock.perf_counter() - t0
+            forked = await app.fork("rc", from_step=99)
+            return first, await forked.result(timeout=10), elapsed
+
+    first, replayed, elapsed = asyncio.run(main())
+    assert first == replayed == [0, "answer", "answer"]
+    assert elapsed < 0.6 + 1.0  # the two sleeps ran side by side, not one after the other
