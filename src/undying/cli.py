@@ -50,6 +50,7 @@ def _when(ts: float | None) -> str:
 
 async def _cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
+    app.is_worker = True  # the module may build a client-only App; here it must work
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

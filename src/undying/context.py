@@ -21,7 +21,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import determinism
 from .codec import CHUNK_THRESHOLD, Codec, digest
@@ -55,6 +55,7 @@ from .store.base import (
     Entry,
     RunRecord,
     child_event_name,
+    retry_transient,
 )
 from .validation import check_event_name
 
@@ -147,6 +148,18 @@ class Context:
         except LeaseLost:
             self._closed = True
             raise
+        except Exception:
+            # A passing database failure must not fail the run: retry, with backoff.
+            try:
+                await retry_transient(
+                    lambda: self._store.write_entries(
+                        self.run_id, self.epoch, entries, durable=durable
+                    ),
+                    f"journal write of run {self.run_id!r}",
+                )
+            except LeaseLost:
+                self._closed = True
+                raise
 
     async def _flush(self) -> None:
         """Make every recorded value durable before the caller's effect runs.
@@ -739,7 +752,7 @@ class Context:
         )
         return winner, tasks[winner].result()
 
-    def continue_as_new(self, *args: Any, **kwargs: Any) -> None:
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Restart this run with new input and an empty journal (the lineage is kept).
 
         For agents that loop forever: call it where one iteration ends."""

@@ -2,8 +2,9 @@
 
 Recovery loads a run's journal *metadata* first (one query: kind, name, status, digest, and
 the payload only when it is small), then fetches large payloads lazily, in batches, as replay
-reaches them. Entries are dropped as soon as replay consumes them, so the memory a recovery
-needs is bounded by the batch, not by the length of the journal.
+reaches them. Entries are dropped as soon as replay consumes them. Memory therefore holds the
+metadata of the whole journal (small: ~200 bytes an entry) plus one batch of large payloads,
+never the payloads of the whole journal.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .errors import LeaseLost, SerializationError, UnknownWorkflow, WorkflowCanc
 from .journal import JournalCursor, describe_error
 from .retention import collect_garbage
 from .steps import current_context
-from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord
+from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord, retry_transient
 
 if TYPE_CHECKING:
     from .app import App
@@ -159,7 +159,7 @@ class Worker:
             await asyncio.sleep(self.app.lease_ttl / 3)
             try:
                 cancelled = await store.heartbeat(
-                    self.app.worker_id, time.time() + self.app.lease_ttl
+                    self.app.worker_id, time.time() + self.app.lease_ttl, list(self.tasks)
                 )
             except Exception:
                 log.exception("heartbeat failed; retrying")
@@ -292,14 +292,17 @@ class Worker:
     ) -> None:
         store = self.app._store_or_raise()
         try:
-            await store.finish_run(
-                run.run_id,
-                run.epoch,
-                status,
-                output=output,
-                error=error,
-                pending=pending or [],
-                now=time.time(),
+            await retry_transient(
+                lambda: store.finish_run(
+                    run.run_id,
+                    run.epoch,
+                    status,
+                    output=output,
+                    error=error,
+                    pending=pending or [],
+                    now=time.time(),
+                ),
+                f"finishing run {run.run_id!r}",
             )
         except LeaseLost:
             log.warning(

@@ -486,6 +486,8 @@ def test_claim_takes_pending_then_due_waiting_runs(make_store: MakeStore) -> Non
                 NOW + 100,
             )
             assert await store.next_wake_at() == NOW + 100
+            # keep the leases of the runs claimed above (still executing) past the wake time
+            await store.heartbeat("w1", NOW + 1000, ["high", "low"])
             assert await claim(store, "w1", now=NOW + 99) == []
             [woken] = await claim(store, "w1", now=NOW + 100)
             assert (woken.run.run_id, woken.run.epoch, woken.run.status) == ("sleeper", 2, RUNNING)
@@ -514,13 +516,25 @@ def test_dead_owner_is_taken_over_at_once(make_store: MakeStore) -> None:
     run(body())
 
 
+def test_heartbeat_extends_only_runs_still_executing(make_store: MakeStore) -> None:
+    async def body() -> None:
+        async with opened(make_store, "w1") as (a,):
+            await started(a, "alive", owner="w1")
+            await started(a, "orphan", owner="w1")  # its task died in this worker
+            assert await a.heartbeat("w1", LEASE + 100, ["alive"]) == []
+            [again] = await claim(a, "w1", now=LEASE + 1)  # its own expired lease, reclaimed
+            assert (again.run.run_id, again.takeover, again.run.epoch) == ("orphan", True, 2)
+
+    run(body())
+
+
 def test_expired_lease_is_taken_over_and_heartbeat_prevents_it(make_store: MakeStore) -> None:
     async def body() -> None:
         async with opened(make_store, "w1", "w2") as (a, b):
             await started(a, "r1", owner="w1")  # lease until LEASE
             await started(a, "r2", owner="w1")
             assert await claim(b, "w2", now=LEASE - 1) == []
-            assert await a.heartbeat("w1", LEASE + 100) == []
+            assert await a.heartbeat("w1", LEASE + 100, ["r1", "r2"]) == []
             assert await claim(b, "w2", now=LEASE + 1) == []
             claims = await claim(b, "w2", now=LEASE + 101, limit=1)
             assert [(c.takeover, c.run.epoch, c.run.owner) for c in claims] == [(True, 2, "w2")]
@@ -664,7 +678,7 @@ def test_request_cancel_covers_the_whole_tree(make_store: MakeStore) -> None:
             assert statuses["grandchild"][0] == CANCELLED
             assert statuses["done"][0] == COMPLETED
             assert (await store.get_run("child")).error == b"cancelled"  # type: ignore[union-attr]
-            assert await store.heartbeat("w1", LEASE) == ["parent"]
+            assert await store.heartbeat("w1", LEASE + 100, ["parent"]) == ["parent"]
             assert await store.cancel_requests("w1") == ["parent"]
             assert await store.cancel_requests("w2") == []
             assert await claim(store, "w1", now=NOW + 61) == []  # cancelled runs stay ended

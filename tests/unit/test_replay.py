@@ -105,3 +105,31 @@ def test_app_run_sync(db_path: str) -> None:
         return f"hello {who}"
 
     assert app.run(hello, "world") == "hello world"
+
+
+def test_a_passing_database_failure_does_not_fail_the_run(db_path: str) -> None:
+    import asyncio
+    import sqlite3
+
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def wf(ctx: Context) -> int:
+        return await fetch(21)
+
+    async def main() -> object:
+        async with app:
+            store = app.store
+            real = store.write_entries
+            failures = []
+
+            async def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+                if not failures:  # the first journal write hits a locked database
+                    failures.append(1)
+                    raise sqlite3.OperationalError("database is locked")
+                return await real(*args, **kwargs)
+
+            store.write_entries = flaky  # type: ignore[method-assign]
+            return await (await app.start(wf)).result(timeout=10)
+
+    assert asyncio.run(main()) == 42

@@ -12,9 +12,14 @@ nothing. Backends fold that check into the write itself (one statement, one roun
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("undying.store")
 
 # Run statuses.
 PENDING = "pending"
@@ -137,6 +142,31 @@ class RunFilter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TRANSIENT_RETRIES = 6
+
+
+async def retry_transient(op: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a store operation, retrying what the database reports as a passing failure (a
+    busy SQLite file, a dropped PostgreSQL connection) with backoff: ~3 s in all.
+
+    undying's own errors (LeaseLost, ...) are answers, not failures, and are not retried.
+    A write retried after a commit whose acknowledgement was lost is safe: it finds its
+    own completed entry and is refused, and replay then returns that entry."""
+    from ..errors import UndyingError
+
+    for attempt in range(TRANSIENT_RETRIES):
+        try:
+            return await op()
+        except (UndyingError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if attempt == TRANSIENT_RETRIES - 1:
+                raise
+            log.warning("%s failed (%s); retrying", what, exc)
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 class Store(abc.ABC):
     """A durable home for runs, journals and events."""
 
@@ -231,11 +261,17 @@ class Store(abc.ABC):
         running_per_queue: Mapping[str, int],
     ) -> list[Claim]:
         """Claim due work: pending runs, waiting runs whose wake time passed, and running
-        runs whose owner is dead or whose lease expired. Each claim bumps the epoch."""
+        runs whose owner is dead or whose lease expired (including this owner's own: a lease
+        it did not extend belongs to a run it no longer executes). Each claim bumps the
+        epoch."""
 
     @abc.abstractmethod
-    async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
-        """Extend the leases of this owner's runs; return ids whose cancel was requested."""
+    async def heartbeat(
+        self, owner: str, lease_expires: float, run_ids: Sequence[str]
+    ) -> list[str]:
+        """Extend the leases of the runs this owner is executing (``run_ids``: a run whose
+        task died is not extended, so its lease expires and it is taken over, by this worker
+        too); return the ids among them whose cancellation was requested."""
 
     @abc.abstractmethod
     async def cancel_requests(self, owner: str) -> list[str]:

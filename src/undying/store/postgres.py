@@ -553,9 +553,13 @@ class PostgresStore(Store):
             room = min(room, count - (row[0] if row else 0))
         return room
 
-    async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
+    async def heartbeat(
+        self, owner: str, lease_expires: float, run_ids: Sequence[str]
+    ) -> list[str]:
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["heartbeat"], (lease_expires, owner), prepare=True)
+            cur = await conn.execute(
+                self._q["heartbeat"], (lease_expires, owner, list(run_ids)), prepare=True
+            )
             return [row[0] for row in await cur.fetchall()]
 
     async def cancel_requests(self, owner: str) -> list[str]:

@@ -386,7 +386,7 @@ class SQLiteStore(Store):
             dead = self._dead_owners(owner)
             rows = db.execute(
                 self._q["take_over"],
-                (owner, lease_expires, now, owner, now, json.dumps(dead), limit),
+                (owner, lease_expires, now, now, json.dumps(dead), limit),
             ).fetchall()
             claims += [Claim(_record(r), takeover=True) for r in rows]
             limit -= len(rows)
@@ -428,9 +428,11 @@ class SQLiteStore(Store):
             room = min(room, count - started)
         return room
 
-    async def heartbeat(self, owner: str, lease_expires: float) -> list[str]:
+    async def heartbeat(
+        self, owner: str, lease_expires: float, run_ids: Sequence[str]
+    ) -> list[str]:
         db = self.db
-        db.execute(self._q["heartbeat"], (lease_expires, owner))
+        db.execute(self._q["heartbeat"], (lease_expires, owner, json.dumps(list(run_ids))))
         return [r[0] for r in db.execute(self._q["cancelled_owned"], (owner,))]
 
     async def cancel_requests(self, owner: str) -> list[str]:

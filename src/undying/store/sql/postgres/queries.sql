@@ -307,7 +307,7 @@ UPDATE runs SET owner = %(owner)s, lease_expires = %(lease_expires)s, epoch = ep
                 updated_at = %(now)s
 WHERE run_id IN (
     SELECT run_id FROM runs
-    WHERE status = 'running' AND owner <> %(owner)s
+    WHERE status = 'running'
       AND (lease_expires < %(now)s OR owner = ANY(%(dead)s::text[]))
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
@@ -317,7 +317,8 @@ RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_ex
 
 -- name: heartbeat
 WITH extended AS (
-    UPDATE runs SET lease_expires = %s WHERE owner = %s AND status = 'running'
+    UPDATE runs SET lease_expires = %s
+    WHERE owner = %s AND status = 'running' AND run_id = ANY(%s::text[])
     RETURNING run_id, cancel_requested
 )
 SELECT run_id FROM extended WHERE cancel_requested

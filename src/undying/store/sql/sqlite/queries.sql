@@ -104,14 +104,15 @@ SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL A
 UPDATE runs SET owner = ?, lease_expires = ?, epoch = epoch + 1, updated_at = ?
 WHERE run_id IN (
     SELECT run_id FROM runs
-    WHERE status = 'running' AND owner <> ? AND (lease_expires < ? OR owner IN (SELECT value FROM json_each(?)))
+    WHERE status = 'running' AND (lease_expires < ? OR owner IN (SELECT value FROM json_each(?)))
     LIMIT ?)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
           created_at, updated_at
 
 -- name: heartbeat
-UPDATE runs SET lease_expires = ? WHERE owner = ? AND status = 'running'
+UPDATE runs SET lease_expires = ?
+WHERE owner = ? AND status = 'running' AND run_id IN (SELECT value FROM json_each(?))
 
 -- name: cancelled_owned
 SELECT run_id FROM runs WHERE owner = ? AND status = 'running' AND cancel_requested = 1
