@@ -54,6 +54,7 @@ from .store.base import (
     TERMINAL,
     Entry,
     RunRecord,
+    TransactionFnFailed,
     child_event_name,
     retry_transient,
 )
@@ -379,14 +380,20 @@ class Context:
 
         token = current_context.set(None)
         try:
-            result: T = await self._store.run_transaction(
-                self.run_id, self.epoch, fn, args, entries
+            # A failure of the database around fn (a dropped connection, a busy file) rolls
+            # everything back and is retried; if a lost COMMIT acknowledgement hid a success,
+            # the retry is refused by the fence and replay returns the committed entry.
+            result: T = await retry_transient(
+                lambda: self._store.run_transaction(self.run_id, self.epoch, fn, args, entries),
+                f"transaction {name} of run {self.run_id!r}",
             )
         except (LeaseLost, SerializationError, InvalidArgument):
             self._pending[:0] = pending
             raise
-        except Exception as exc:
-            # The transaction rolled back; record the failure so replay raises it again.
+        except TransactionFnFailed as failed:
+            # fn itself raised and the transaction rolled back: record the failure so replay
+            # raises it again.
+            exc = failed.original
             payload = describe_error(exc, self._codec)
             await self._write(
                 [
@@ -394,7 +401,7 @@ class Context:
                     Entry(seq, "tx", name, ERROR, payload, arg_digest, 1, started, time.time()),
                 ]
             )
-            raise
+            raise exc from None
         finally:
             current_context.reset(token)
         return result

@@ -41,6 +41,8 @@ class Worker:
         self._poke = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: the last claim took as many runs as it was allowed: more may be waiting
+        self._backlog = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,14 +83,16 @@ class Worker:
             queue = getattr(ctx, "queue", None)
             if queue:
                 per_queue[queue] = per_queue.get(queue, 0) + 1
+        limit = app.max_concurrent_runs - len(self.tasks)
         claims = await store.claim(
             app.worker_id,
             now=now,
             lease_expires=now + app.lease_ttl,
-            limit=app.max_concurrent_runs - len(self.tasks),
+            limit=limit,
             queues=app._queues,
             running_per_queue=per_queue,
         )
+        self._backlog = limit <= 0 or len(claims) >= limit
         for claim in claims:
             self.spawn(claim.run, fresh=False, claim=claim)
 
@@ -104,6 +108,8 @@ class Worker:
     def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(run_id) is task:
             del self.tasks[run_id]
+            if self._backlog:
+                self.poke()  # the last claim was cut short by the limit: work may be waiting
         if not task.cancelled() and task.exception() is not None:
             log.error("run %s crashed the worker task", run_id, exc_info=task.exception())
 
@@ -111,12 +117,12 @@ class Worker:
         store = self.app._store_or_raise()
         while not self._stopping:
             try:
+                self._poke.clear()  # before claiming: a poke during the claim is not lost
                 await self.claim_and_spawn()
                 wake = await store.next_wake_at()
                 timeout = self.app.poll_interval
                 if wake is not None:
                     timeout = max(0.0, min(timeout, wake - time.time() + 0.001))
-                self._poke.clear()
                 poke = asyncio.ensure_future(self._poke.wait())
                 change = asyncio.ensure_future(store.wait_for_change(timeout))
                 try:
@@ -313,7 +319,8 @@ class Worker:
         if status == CANCELLED:  # e.g. a deadline: children go too, as with app.cancel
             with contextlib.suppress(Exception):
                 await self.app.cancel(run.run_id)
-        # Only a finish that frees queue room or wakes a parent elsewhere makes new work due.
+        # Only a finish that frees queue room or wakes a parent elsewhere can make new work
+        # claimable here (a slot freed in a full worker is handled in _forget).
         if run.parent_id is not None:
             parent = self.contexts.get(run.parent_id)
             if parent is not None:

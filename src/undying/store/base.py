@@ -142,7 +142,16 @@ class RunFilter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-TRANSIENT_RETRIES = 6
+class TransactionFnFailed(Exception):
+    """``fn`` of ``ctx.transaction`` itself raised (the transaction rolled back): an outcome
+    to record and re-raise on replay, unlike a failure of the database around it."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+TRANSIENT_RETRIES = 8  # backoff 0.05 s doubling: ~13 s in all, enough for a server restart
 
 
 async def retry_transient(op: Callable[[], Awaitable[T]], what: str) -> T:
@@ -152,12 +161,13 @@ async def retry_transient(op: Callable[[], Awaitable[T]], what: str) -> T:
     undying's own errors (LeaseLost, ...) are answers, not failures, and are not retried.
     A write retried after a commit whose acknowledgement was lost is safe: it finds its
     own completed entry and is refused, and replay then returns that entry."""
+
     from ..errors import UndyingError
 
     for attempt in range(TRANSIENT_RETRIES):
         try:
             return await op()
-        except (UndyingError, asyncio.CancelledError):
+        except (UndyingError, TransactionFnFailed, asyncio.CancelledError):
             raise
         except Exception as exc:
             if attempt == TRANSIENT_RETRIES - 1:

@@ -43,6 +43,7 @@ from .base import (
     RunFilter,
     RunRecord,
     Store,
+    TransactionFnFailed,
     child_event_name,
 )
 from .sqlfiles import migrations, queries
@@ -620,9 +621,20 @@ class PostgresStore(Store):
         """``fn`` gets the ``psycopg.AsyncConnection`` inside the transaction; it may be async
         (awaited) or sync."""
         async with self._conn() as conn, conn.transaction():
-            result = fn(conn, *args)
-            if inspect.isawaitable(result):
-                result = await result
+            # Share-lock the run row at the current epoch: a take-over (FOR UPDATE SKIP
+            # LOCKED) then waits for this transaction, so a paused worker cannot commit its
+            # effect after the run changed hands.
+            cur = await conn.execute(self._q["lock_run_epoch"], (run_id, epoch), prepare=True)
+            if await cur.fetchone() is None:
+                raise await self._fence_failed(conn, run_id, epoch)
+            try:
+                result = fn(conn, *args)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                if conn.broken:
+                    raise  # the connection died under fn: transient, retried by the caller
+                raise TransactionFnFailed(exc) from exc
             checks = await self._append(conn, run_id, epoch, make_entries(result))
             await self._verify(conn, run_id, epoch, checks)
         return result

@@ -36,6 +36,7 @@ from .base import (
     RunFilter,
     RunRecord,
     Store,
+    TransactionFnFailed,
 )
 from .sqlfiles import migrations, queries
 
@@ -489,7 +490,10 @@ class SQLiteStore(Store):
                 "the journal's connection is synchronous"
             )
         with self._tx() as db:
-            result = fn(db, *args)
+            try:
+                result = fn(db, *args)
+            except Exception as exc:
+                raise TransactionFnFailed(exc) from exc
             self._write_pending(db, run_id, epoch, make_entries(result))
         return result
 

@@ -419,6 +419,9 @@ SELECT payload FROM journal WHERE substring(payload FROM 1 FOR 1) = '\x10'::byte
 -- name: blob_hashes
 SELECT hash FROM blobs WHERE written_at < %s
 
+-- name: lock_run_epoch
+SELECT 1 FROM runs WHERE run_id = %s AND epoch = %s FOR SHARE
+
 -- name: delete_blobs
 DELETE FROM blobs WHERE hash = ANY(%s::bytea[]) AND written_at < %s
 
