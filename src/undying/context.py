@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import determinism
-from .codec import CHUNK_THRESHOLD, Codec, digest
+from .codec import Codec, digest
 from .errors import (
     EventTimeout,
     InvalidArgument,
@@ -35,7 +35,7 @@ from .errors import (
     WorkflowCancelled,
 )
 from .journal import JournalCursor, describe_error, mismatch, rebuild_error, step_failure
-from .payloads import offload
+from .payloads import OFFLOAD_THRESHOLD, offload
 from .steps import (
     StepInfo,
     StepPolicy,
@@ -141,7 +141,7 @@ class Context:
 
     async def _write(self, entries: list[Entry], *, durable: bool = False) -> None:
         for entry in entries:
-            if entry.payload is not None and len(entry.payload) > CHUNK_THRESHOLD:
+            if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
                 await offload(self._store, entries)
                 break
         try:

@@ -62,8 +62,10 @@ CREATE TABLE lineage (
     PRIMARY KEY (run_id, generation)
 ) WITHOUT ROWID;
 
+-- A rowid table, unlike journal: a WITHOUT ROWID row over ~1 KB spills into a 4 KB overflow
+-- page, which would store every few-KB chunk at four times its size.
 CREATE TABLE blobs (
     hash       BLOB PRIMARY KEY,
     data       BLOB NOT NULL,
     written_at REAL NOT NULL   -- refreshed on every re-use: GC spares blobs written recently
-) WITHOUT ROWID;
+);
