@@ -34,16 +34,24 @@ from .errors import (
     StepInDoubt,
     WorkflowCancelled,
 )
-from .journal import JournalCursor, describe_error, mismatch, rebuild_error, step_failure
+from .journal import (
+    JournalCursor,
+    describe_error,
+    mismatch,
+    rebuild_error,
+    step_failure,
+    type_path,
+)
 from .payloads import OFFLOAD_THRESHOLD, offload
 from .steps import (
     StepInfo,
     StepPolicy,
     callable_name,
     current_context,
-    current_step_info,
     idempotency_key_for,
+    is_async_callable,
     policy_of,
+    run_attempt,
 )
 from .store.base import (
     ARMED,
@@ -58,7 +66,7 @@ from .store.base import (
     child_event_name,
     retry_transient,
 )
-from .validation import check_event_name
+from .validation import check_event_name, check_seconds
 
 if TYPE_CHECKING:
     from .app import App
@@ -66,7 +74,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _NO_ARGS_DIGEST = b""
-_TIMEOUT_MARK = "undying.timeout"
 
 
 class ArgumentDigestChanged(UserWarning):
@@ -209,7 +216,7 @@ class Context:
             raise InvalidArgument(f"ctx.step needs a callable, not {fn!r}")
         target = getattr(fn, "__undying_target__", fn)
         policy = policy_of(fn)
-        return self._step(policy, target, _is_async(target), args, kwargs)
+        return self._step(policy, target, is_async_callable(target), args, kwargs)
 
     def _step(
         self,
@@ -255,12 +262,12 @@ class Context:
                 attempt += 1
                 info = StepInfo(self.run_id, seq, policy.name, attempt, self.generation)
                 try:
-                    result = await _invoke(info, policy, fn, is_async, args, kwargs)
+                    result = await run_attempt(info, policy, fn, is_async, args, kwargs)
                 except Exception as exc:
                     if attempt > policy.retries or isinstance(exc, policy.non_retryable):
                         await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
                         raise step_failure(
-                            {"type": _type_path(exc), "message": str(exc), "attempts": attempt},
+                            {"type": type_path(exc), "message": str(exc), "attempts": attempt},
                             policy.name,
                         ) from exc
                     jitter = determinism.original("random.random")()
@@ -488,7 +495,7 @@ class Context:
     # -- waiting ----------------------------------------------------------------------------------
     def sleep(self, duration: float | dt.timedelta) -> Coroutine[Any, Any, None]:
         """Sleep durably: a long sleep releases the run and any worker resumes it on time."""
-        seconds = _seconds(duration, "ctx.sleep")
+        seconds = check_seconds(duration, "ctx.sleep")
         return self._sleep(self._next(), None, seconds)
 
     def sleep_until(self, when: dt.datetime) -> Coroutine[Any, Any, None]:
@@ -524,7 +531,7 @@ class Context:
         Events are stored first, so one sent before the wait is not lost. Raises
         ``EventTimeout`` when ``timeout`` passes first."""
         check_event_name(name)
-        seconds = None if timeout is None else _seconds(timeout, "timeout")
+        seconds = None if timeout is None else check_seconds(timeout, "timeout")
         return self._wait_for_event(self._next(), name, seconds)
 
     async def _wait_for_event(self, seq: int, name: str, seconds: float | None) -> Any:
@@ -796,51 +803,3 @@ _SETTLE_TURNS = 4
 def _armed(seq: int, kind: str, name: str, payload: bytes) -> Entry:
     now = time.time()
     return Entry(seq, kind, name, ARMED, payload, None, 1, now, None)
-
-
-async def _invoke(
-    info: StepInfo,
-    policy: StepPolicy,
-    fn: Callable[..., Any],
-    is_async: bool,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """One attempt of a step, with the step's identity visible to its code and the workflow
-    context hidden from it (a step may read clocks and call other steps as plain functions)."""
-    info_token = current_step_info.set(info)
-    ctx_token = current_context.set(None)
-    try:
-        if is_async:
-            if policy.timeout is None:
-                return await fn(*args, **kwargs)
-            return await asyncio.wait_for(fn(*args, **kwargs), policy.timeout)
-        call = asyncio.to_thread(fn, *args, **kwargs)
-        if policy.timeout is None:
-            return await call
-        return await asyncio.wait_for(call, policy.timeout)
-    finally:
-        current_context.reset(ctx_token)
-        current_step_info.reset(info_token)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
-
-
-def _type_path(exc: BaseException) -> str:
-    return f"{type(exc).__module__}:{type(exc).__qualname__}"
-
-
-def _seconds(value: float | dt.timedelta, label: str) -> float:
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidArgument(f"{label} takes seconds (a number) or a timedelta, not {value!r}")
-    if math.isnan(seconds) or seconds < 0:
-        raise InvalidArgument(f"{label} must not be negative, got {value!r}")
-    return seconds

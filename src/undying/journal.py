@@ -182,3 +182,8 @@ def step_failure(info: dict[str, Any], step_name: str) -> BaseException:
     if not isinstance(original, WorkflowFailed):
         failed.__cause__ = original
     return failed
+
+
+def type_path(exc: BaseException) -> str:
+    """``module:qualname`` of an exception's class, as errors are recorded."""
+    return f"{type(exc).__module__}:{type(exc).__qualname__}"

@@ -7,6 +7,7 @@ current run, so ``await search_web(q)`` and ``await ctx.step(search_web, q)`` ar
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -220,3 +221,35 @@ def _check_policy(
         isinstance(t, type) and issubclass(t, BaseException) for t in non_retryable
     ):
         raise InvalidArgument("non_retryable must be a tuple of exception classes")
+
+
+async def run_attempt(
+    info: StepInfo,
+    policy: StepPolicy,
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """One attempt of a step, with the step's identity visible to its code and the workflow
+    context hidden from it (a step may read clocks and call other steps as plain functions)."""
+    info_token = current_step_info.set(info)
+    ctx_token = current_context.set(None)
+    try:
+        if is_async:
+            if policy.timeout is None:
+                return await fn(*args, **kwargs)
+            return await asyncio.wait_for(fn(*args, **kwargs), policy.timeout)
+        call = asyncio.to_thread(fn, *args, **kwargs)
+        if policy.timeout is None:
+            return await call
+        return await asyncio.wait_for(call, policy.timeout)
+    finally:
+        current_context.reset(ctx_token)
+        current_step_info.reset(info_token)
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 
 from .errors import InvalidArgument
@@ -37,3 +39,16 @@ def check_event_payload(encoded: bytes, name: str) -> None:
             f"event {name!r} is {len(encoded)} bytes encoded, over the {MAX_EVENT_BYTES}-byte "
             "limit: store large data elsewhere (or in a step) and send a reference"
         )
+
+
+def check_seconds(value: float | dt.timedelta, label: str) -> float:
+    """Seconds from a number or a timedelta, for sleeps and timeouts."""
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidArgument(f"{label} takes seconds (a number) or a timedelta, not {value!r}")
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidArgument(f"{label} must not be negative, got {value!r}")
+    return seconds
