@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..errors import LeaseLost
+
 T = TypeVar("T")
 log = logging.getLogger("undying.store")
 
@@ -140,6 +142,21 @@ class RunFilter:
     parent_id: str | None = None
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fence_error(run_id: str, epoch: int, current_epoch: int | None) -> LeaseLost:
+    """Why a fenced write wrote nothing, from the run's epoch as it is now (None: no run)."""
+    if current_epoch is None:
+        return LeaseLost(f"run {run_id!r} no longer exists")
+    if current_epoch == epoch:
+        return LeaseLost(
+            f"run {run_id!r}: a completed journal entry is already at that position, and "
+            "completed entries are never rewritten"
+        )
+    return LeaseLost(
+        f"run {run_id!r} was taken over (epoch {current_epoch}, this worker holds {epoch}); "
+        "this worker drops it"
+    )
 
 
 class TransactionFnFailed(Exception):

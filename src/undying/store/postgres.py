@@ -45,6 +45,7 @@ from .base import (
     Store,
     TransactionFnFailed,
     child_event_name,
+    fence_error,
 )
 from .sqlfiles import migrations, queries
 
@@ -317,17 +318,7 @@ class PostgresStore(Store):
     async def _fence_failed(self, conn: Conn, run_id: str, epoch: int) -> LeaseLost:
         cur = await conn.execute(self._q["check_epoch"], (run_id,))
         row = await cur.fetchone()
-        if row is None:
-            return LeaseLost(f"run {run_id!r} no longer exists")
-        if row[0] == epoch:
-            return LeaseLost(
-                f"run {run_id!r}: a journal position written by this worker already holds a "
-                "completed entry, and completed entries are never rewritten"
-            )
-        return LeaseLost(
-            f"run {run_id!r} was taken over (epoch {row[0]}, this worker holds {epoch}); "
-            "this worker drops it"
-        )
+        return fence_error(run_id, epoch, None if row is None else int(row[0]))
 
     # -- runs -----------------------------------------------------------------------------------
     async def create_run(

@@ -37,6 +37,7 @@ from .base import (
     RunRecord,
     Store,
     TransactionFnFailed,
+    fence_error,
 )
 from .sqlfiles import migrations, queries
 
@@ -218,17 +219,7 @@ class SQLiteStore(Store):
 
     def _fence_failed(self, run_id: str, epoch: int) -> LeaseLost:
         row = self.db.execute(self._q["check_epoch"], (run_id,)).fetchone()
-        if row is None:
-            return LeaseLost(f"run {run_id!r} no longer exists")
-        if row[0] == epoch:
-            return LeaseLost(
-                f"run {run_id!r}: a completed journal entry is already at that position and "
-                "is never rewritten (two executions of the run in one worker?)"
-            )
-        return LeaseLost(
-            f"run {run_id!r} was taken over (epoch {row[0]}, this worker holds {epoch}); "
-            "this worker drops it"
-        )
+        return fence_error(run_id, epoch, None if row is None else int(row[0]))
 
     # -- runs -----------------------------------------------------------------------------------
     async def create_run(
