@@ -281,20 +281,7 @@ class Context:
                     )
                     raise
                 await self._write(
-                    [
-                        Entry(
-                            seq,
-                            "step",
-                            policy.name,
-                            OK,
-                            payload,
-                            arg_digest,
-                            attempt,
-                            started,
-                            time.time(),
-                        )
-                    ],
-                    durable=False,
+                    [_done(seq, "step", policy.name, OK, payload, arg_digest, attempt, started)]
                 )
                 return result
         finally:
@@ -313,19 +300,7 @@ class Context:
     ) -> None:
         payload = describe_error(exc, self._codec, attempts=attempt, as_is=as_is)
         await self._write(
-            [
-                Entry(
-                    seq,
-                    "step",
-                    policy.name,
-                    ERROR,
-                    payload,
-                    arg_digest,
-                    attempt,
-                    started,
-                    time.time(),
-                )
-            ]
+            [_done(seq, "step", policy.name, ERROR, payload, arg_digest, attempt, started)]
         )
 
     async def _in_doubt(self, seq: int, policy: StepPolicy, entry: Entry) -> StepInDoubt:
@@ -337,22 +312,10 @@ class Context:
             idempotency_key=idempotency_key_for(self.run_id, self.generation, seq),
         )
         payload = describe_error(exc, self._codec, in_doubt=True)
-        await self._write(
-            [
-                *self._take_pending(),
-                Entry(
-                    seq,
-                    "step",
-                    policy.name,
-                    ERROR,
-                    payload,
-                    entry.digest,
-                    entry.attempt,
-                    entry.started_at,
-                    time.time(),
-                ),
-            ]
+        done = _done(
+            seq, "step", policy.name, ERROR, payload, entry.digest, entry.attempt, entry.started_at
         )
+        await self._write([*self._take_pending(), done])
         return exc
 
     # -- transactional steps --------------------------------------------------------------
@@ -382,7 +345,7 @@ class Context:
             payload = self._codec.encode(result, root=f"result of transaction {name}")
             return [
                 *pending,
-                Entry(seq, "tx", name, OK, payload, arg_digest, 1, started, time.time()),
+                _done(seq, "tx", name, OK, payload, arg_digest, 1, started),
             ]
 
         token = current_context.set(None)
@@ -405,7 +368,7 @@ class Context:
             await self._write(
                 [
                     *pending,
-                    Entry(seq, "tx", name, ERROR, payload, arg_digest, 1, started, time.time()),
+                    _done(seq, "tx", name, ERROR, payload, arg_digest, 1, started),
                 ]
             )
             raise exc from None
@@ -560,21 +523,10 @@ class Context:
         )
         if payload is _TIMEOUT:
             exc = EventTimeout(f"no event {name!r} arrived within {seconds} s")
-            now = time.time()
             await self._write(
                 [
                     *self._take_pending(),
-                    Entry(
-                        seq,
-                        "event",
-                        name,
-                        ERROR,
-                        describe_error(exc, self._codec),
-                        None,
-                        1,
-                        now,
-                        now,
-                    ),
+                    _done(seq, "event", name, ERROR, describe_error(exc, self._codec)),
                 ]
             )
             raise exc
@@ -798,6 +750,21 @@ class ChildHandle:
 
 _TIMEOUT = object()
 _SETTLE_TURNS = 4
+
+
+def _done(
+    seq: int,
+    kind: str,
+    name: str,
+    status: str,
+    payload: bytes | None,
+    digest: bytes | None = None,
+    attempt: int = 1,
+    started: float | None = None,
+) -> Entry:
+    """A journal entry with its outcome, finished now."""
+    now = time.time()
+    return Entry(seq, kind, name, status, payload, digest, attempt, started or now, now)
 
 
 def _armed(seq: int, kind: str, name: str, payload: bytes) -> Entry:
