@@ -144,6 +144,12 @@ class RunFilter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def wait_key(names: Iterable[str]) -> str:
+    """Event names a waiting run listens for, as stored: ``\\n`` around each name, so a
+    store can match one with a substring search."""
+    return "\n" + "\n".join(names) + "\n"
+
+
 def fence_error(run_id: str, epoch: int, current_epoch: int | None) -> LeaseLost:
     """Why a fenced write wrote nothing, from the run's epoch as it is now (None: no run)."""
     if current_epoch is None:

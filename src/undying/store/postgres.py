@@ -46,6 +46,7 @@ from .base import (
     TransactionFnFailed,
     child_event_name,
     fence_error,
+    wait_key,
 )
 from .sqlfiles import migrations, queries
 
@@ -418,7 +419,7 @@ class PostgresStore(Store):
         now: float,
     ) -> None:
         params = {
-            "key": _wait_key(wait_events),
+            "key": wait_key(wait_events),
             "wake_at": wake_at,
             "now": now,
             "run_id": run_id,
@@ -786,17 +787,9 @@ def _entry_arrays(entries: Sequence[Entry]) -> dict[str, Any]:
         "e_status": [e.status for e in entries],
         "e_attempt": [e.attempt for e in entries],
         "e_started_at": [float(e.started_at) for e in entries],
-        "e_finished_at": [_seconds(e.finished_at) for e in entries],
+        "e_finished_at": [None if e.finished_at is None else float(e.finished_at) for e in entries],
         "e_payload": [e.payload for e in entries],
     }
-
-
-def _seconds(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _wait_key(names: Iterable[str]) -> str:
-    return "\n" + "\n".join(names) + "\n"
 
 
 def _redact(url: str) -> str:

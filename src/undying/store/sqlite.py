@@ -38,6 +38,7 @@ from .base import (
     Store,
     TransactionFnFailed,
     fence_error,
+    wait_key,
 )
 from .sqlfiles import migrations, queries
 
@@ -72,10 +73,6 @@ def _record(row: Sequence[Any]) -> RunRecord:
         created_at=row[17],
         updated_at=row[18],
     )
-
-
-def _wait_key(names: Iterable[str]) -> str:
-    return "\n" + "\n".join(names) + "\n"
 
 
 class SQLiteStore(Store):
@@ -323,7 +320,7 @@ class SQLiteStore(Store):
         pending: Sequence[Entry],
         now: float,
     ) -> None:
-        key = _wait_key(wait_events)
+        key = wait_key(wait_events)
         with self._tx() as db:
             self._write_pending(db, run_id, epoch, pending)
             cur = db.execute(self._q["suspend_run"], (key, key, wake_at, now, run_id, epoch))
