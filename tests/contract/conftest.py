@@ -45,9 +45,19 @@ class PostgresServer:
                 pytrace=False,
             )
 
+    def _execute(self, query: sql.Composable) -> None:
+        """Run an admin statement, reconnecting once if the server restarted meanwhile
+        (another test in the session may restart it on purpose)."""
+        try:
+            self.admin.execute(query)
+        except psycopg.OperationalError:
+            self.admin.close()
+            self.admin = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            self.admin.execute(query)
+
     def create_database(self) -> str:
         name = f"undying_test_{uuid.uuid4().hex[:12]}"
-        self.admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         self.created.append(name)
         if "://" not in self.url:  # a key=value conninfo string
             return make_conninfo(self.url, dbname=name)
@@ -55,7 +65,7 @@ class PostgresServer:
 
     def drop_all(self) -> None:
         for name in self.created:
-            self.admin.execute(
+            self._execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
         self.admin.close()
