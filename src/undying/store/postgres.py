@@ -76,6 +76,13 @@ _KEEPALIVES: dict[str, Any] = {
     "keepalives_count": 3,
 }
 
+#: A worker frozen inside ctx.transaction (SIGSTOP, GC pause) holds its run's row lock, which
+#: keeps other workers from taking the run over; the server ends such a session after this
+#: long idle in its transaction (which also frees its liveness lock, so the take-over is
+#: immediate). fn's own statements are not idle time.
+IDLE_IN_TRANSACTION_MS = 10_000
+_SESSION_OPTIONS = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+
 log = logging.getLogger("undying.store.postgres")
 
 Conn = AsyncConnection[Any]
@@ -133,7 +140,7 @@ class PostgresStore(Store):
                 min_size=1,
                 max_size=self._pool_size,
                 open=False,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "options": _SESSION_OPTIONS},
                 name="undying",
             )
             try:
