@@ -410,23 +410,20 @@ class App:
         self, run_id: str, status: str, output: bytes | None, error: bytes | None
     ) -> None:
         """A run ended in this process: hand the outcome to local handles without a query."""
-        future = self._results.pop(run_id, None)
-        if future is not None and not future.done():
-            future.set_result((status, output, error))
-        self._status_cache.pop(run_id, None)
+        self._stopped_here(run_id, (status, output, error))
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def _stopped_here(self, run_id: str) -> None:
-        """The run stopped executing in this process (ended, released, or lost): local
-        handles must now follow it through the database, where it may end elsewhere."""
+    def _stopped_here(
+        self, run_id: str, outcome: tuple[str, bytes | None, bytes | None] | None = None
+    ) -> None:
+        """The run stopped executing in this process: local handles get its ``outcome``, or
+        None when it was released or lost and must be followed through the database, where
+        it may end elsewhere."""
         future = self._results.pop(run_id, None)
         if future is not None and not future.done():
-            future.set_result(None)
+            future.set_result(outcome)
         self._status_cache.pop(run_id, None)
-
-    def _may_suspend(self, ctx: Any) -> bool:
-        return True
 
     async def _wait_change(self, timeout: float) -> None:
         """Wait until something may have changed. A worker's scheduler watches the database

@@ -563,12 +563,7 @@ class Context:
                     return _TIMEOUT
                 left = math.inf if deadline is None else deadline - now
                 linger = 0.0 if poll is None else budget - (time.monotonic() - started)
-                if (
-                    left > budget
-                    and linger <= 0
-                    and self._inflight == 0
-                    and self._app._may_suspend(self)
-                ):
+                if left > budget and linger <= 0 and self._inflight == 0:
                     if not settled:
                         # A few loop turns let sibling branches (gather, wait_first) register
                         # their waits or settle a race before the run is released.

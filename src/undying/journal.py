@@ -65,9 +65,6 @@ class JournalCursor:
     def peek(self, seq: int) -> Entry | None:
         return self._entries.get(seq)
 
-    def put_back(self, entry: Entry) -> None:
-        self._entries[entry.seq] = entry
-
     async def payload(self, entry: Entry) -> bytes | None:
         """The entry's payload, fetching it (and those of the next deferred entries) if needed."""
         if not entry.deferred:

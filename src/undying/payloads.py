@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from .store.base import Entry, Store
 
@@ -79,13 +78,3 @@ async def referenced_blobs(store: Store, payloads: Sequence[bytes]) -> set[bytes
         return seen
 
     return await asyncio.to_thread(mark)
-
-
-def describe(payload: bytes | None) -> dict[str, Any]:
-    """How a payload is stored (for ``undying show``)."""
-    if payload is None:
-        return {"stored": "none"}
-    if is_ref(payload):
-        length = int.from_bytes(payload[4:12], "little") if len(payload) >= 12 else 0
-        return {"stored": "chunked", "bytes": length}
-    return {"stored": "inline", "bytes": len(payload)}

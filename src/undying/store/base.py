@@ -15,7 +15,7 @@ import abc
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import LeaseLost
@@ -141,7 +141,6 @@ class RunFilter:
     workflow: str | None = None
     parent_id: str | None = None
     limit: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def wait_key(names: Iterable[str]) -> str:
@@ -204,8 +203,6 @@ class Store(abc.ABC):
     """A durable home for runs, journals and events."""
 
     url: str
-    #: whether a failed INSERT of an at-most-once intent may be buffered (never)
-    supports_transactions: bool = True
 
     @abc.abstractmethod
     async def open(self, worker_id: str) -> None:
