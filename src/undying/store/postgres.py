@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import re
-import select
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -48,6 +46,14 @@ from .base import (
     fence_error,
     wait_key,
 )
+from .pg_session import (
+    CONNECT_TIMEOUT,
+    KEEPALIVES,
+    RECONNECT_DELAYS,
+    SESSION_OPTIONS,
+    is_stale,
+    redact,
+)
 from .sqlfiles import migrations, queries
 
 try:
@@ -66,23 +72,6 @@ INLINE_PAYLOAD = 512
 DEAD_OWNER_TTL = 30.0
 #: SQLSTATE raised by the schema's undying_fence() when a fenced write was refused
 FENCE_SQLSTATE = "UD001"
-_CONNECT_TIMEOUT = 10.0
-_RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-#: TCP keepalives on the lifeline, so a silently dropped network is noticed within ~30 s
-_KEEPALIVES: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-}
-
-#: A worker frozen inside ctx.transaction (SIGSTOP, GC pause) holds its run's row lock, which
-#: keeps other workers from taking the run over; the server ends such a session after this
-#: long idle in its transaction (which also frees its liveness lock, so the take-over is
-#: immediate). fn's own statements are not idle time.
-IDLE_IN_TRANSACTION_MS = 10_000
-_SESSION_OPTIONS = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
-
 log = logging.getLogger("undying.store.postgres")
 
 Conn = AsyncConnection[Any]
@@ -140,15 +129,15 @@ class PostgresStore(Store):
                 min_size=1,
                 max_size=self._pool_size,
                 open=False,
-                kwargs={"autocommit": True, "options": _SESSION_OPTIONS},
+                kwargs={"autocommit": True, "options": SESSION_OPTIONS},
                 name="undying",
             )
             try:
-                await self._pool.open(wait=True, timeout=_CONNECT_TIMEOUT)
+                await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
             except PoolTimeout as exc:
                 raise StoreError(
-                    f"cannot fill a connection pool for {_redact(self.url)} within "
-                    f"{_CONNECT_TIMEOUT:.0f} s"
+                    f"cannot fill a connection pool for {redact(self.url)} within "
+                    f"{CONNECT_TIMEOUT:.0f} s"
                 ) from exc
         except BaseException:
             await self.close()
@@ -183,10 +172,10 @@ class PostgresStore(Store):
     async def _connect(self, **extra: Any) -> Conn:
         try:
             return await AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT), **extra
+                self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT), **extra
             )
         except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {_redact(self.url)}: {exc}") from exc
+            raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from exc
 
     async def _migrate(self, conn: Conn) -> list[str]:
         """Apply every pending migration in one transaction, under a lock that makes workers
@@ -201,7 +190,7 @@ class PostgresStore(Store):
             newest = max((v for v, _, _ in known), default=0)
             if applied and max(applied) > newest:
                 raise StoreError(
-                    f"{_redact(self.url)} has schema version {max(applied)}, newer than this "
+                    f"{redact(self.url)} has schema version {max(applied)}, newer than this "
                     f"undying knows ({newest}); upgrade undying"
                 )
             for version, name, sql in known:
@@ -212,7 +201,7 @@ class PostgresStore(Store):
         return done
 
     async def _connect_lifeline(self) -> Conn:
-        conn = await self._connect(**_KEEPALIVES)
+        conn = await self._connect(**KEEPALIVES)
         try:
             cur = await conn.execute(self._q["lock_worker"], (self._worker_id,))
             row = await cur.fetchone()
@@ -233,7 +222,7 @@ class PostgresStore(Store):
             try:
                 if self._lifeline is None:
                     self._lifeline = await self._connect_lifeline()
-                    log.info("lifeline to %s re-established", _redact(self.url))
+                    log.info("lifeline to %s re-established", redact(self.url))
                     self._changed.set()
                 failures = 0
                 async with contextlib.aclosing(self._lifeline.notifies()) as notes:
@@ -248,7 +237,7 @@ class PostgresStore(Store):
                     with contextlib.suppress(Exception):
                         await self._lifeline.close()
                     self._lifeline = None
-                delay = _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 log.warning("lifeline to PostgreSQL lost (%s); reconnecting in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
@@ -272,7 +261,7 @@ class PostgresStore(Store):
         pool = self.pool
         conn = await pool.getconn()
         for _ in range(self._pool_size):
-            if not _stale(conn):
+            if not is_stale(conn):
                 break
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -760,22 +749,6 @@ class PostgresStore(Store):
         return True
 
 
-def _stale(conn: Conn) -> bool:
-    """Whether the server has ended this idle connection, found without a round trip.
-
-    An idle pooled connection receives nothing unless the server ended it (a restart, an
-    admin's ``pg_terminate_backend``): then its socket turns readable (the goodbye message,
-    then end of file).
-    """
-    if conn.closed or conn.broken:
-        return True
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
-
-
 def _entry(row: Sequence[Any]) -> Entry:
     seq, kind, name, status, payload, digest, attempt, started_at, finished_at, deferred = row
     return Entry(
@@ -797,8 +770,3 @@ def _entry_arrays(entries: Sequence[Entry]) -> dict[str, Any]:
         "e_finished_at": [None if e.finished_at is None else float(e.finished_at) for e in entries],
         "e_payload": [e.payload for e in entries],
     }
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
