@@ -62,9 +62,12 @@ class StepInfo(NamedTuple):
 
 def idempotency_key_for(run_id: str, generation: int, seq: int) -> str:
     """``run:seq``; after ``continue_as_new`` positions restart at 0, so later generations
-    add theirs (``run@2:seq``) and never reuse an earlier generation's key."""
+    add theirs (``run#2:seq``) and never reuse an earlier generation's key.
+
+    No run id contains '#' (validation.py), so a key read from the right names one (run,
+    generation, position): the seq after the last ':', the generation after a '#'."""
     if generation:
-        return f"{run_id}@{generation}:{seq}"
+        return f"{run_id}#{generation}:{seq}"
     return f"{run_id}:{seq}"
 
 

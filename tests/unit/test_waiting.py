@@ -309,7 +309,7 @@ def test_idempotency_keys_differ_across_generations_and_big_events_replay(db_pat
             return first, await forked.result(timeout=10)
 
     first, replayed = asyncio.run(main())
-    assert keys[:3] == ["bill:0", "bill@1:0", "bill@2:0"]
+    assert keys[:3] == ["bill:0", "bill#1:0", "bill#2:0"]
     assert first == replayed == "x" * 600
 
 
