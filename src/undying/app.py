@@ -41,7 +41,13 @@ from .store.base import (
     RunRecord,
     Store,
 )
-from .validation import check_event_name, check_event_payload, check_run_id
+from .validation import (
+    check_event_name,
+    check_event_payload,
+    check_run_id,
+    check_run_ref,
+    fork_run_id,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -289,6 +295,10 @@ class App:
             lease_expires=now + self.lease_ttl,
             now=now,
         )
+        if not created and record.parent_id != parent.run_id:
+            raise InvalidArgument(  # adopting it would hand the parent another run's result
+                f"run {child_id!r} already exists and is not a child of {parent.run_id!r}"
+            )
         if created and local:
             self._worker.spawn(record, fresh=True)
 
@@ -304,7 +314,7 @@ class App:
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
-        return RunHandle(self, check_run_id(run_id))
+        return RunHandle(self, check_run_ref(run_id))
 
     # -- talking to runs ----------------------------------------------------------------------
     async def send_event(
@@ -312,7 +322,7 @@ class App:
     ) -> bool:
         """Deliver an event durably; a repeated ``key`` is delivered once (returns False)."""
         store = self._store_or_raise()
-        check_run_id(run_id)
+        check_run_ref(run_id)
         check_event_name(name)
         if key is not None and (not isinstance(key, str) or not key):
             raise InvalidArgument("an event key must be a non-empty string")
@@ -326,7 +336,7 @@ class App:
     async def cancel(self, run_id: str) -> None:
         """Cancel a run and its children: ``WorkflowCancelled`` at its next journaled call."""
         store = self._store_or_raise()
-        check_run_id(run_id)
+        check_run_ref(run_id)
         error = describe_error(WorkflowCancelled(), self.codec)
         flagged = await store.request_cancel(run_id, error, time.time())
         if self._worker is not None:
@@ -350,7 +360,7 @@ class App:
         new_id = (
             check_run_id(new_run_id)
             if new_run_id
-            else f"{run_id}.fork-{determinism.original('uuid.uuid4')().hex[:8]}"
+            else fork_run_id(run_id, determinism.original("uuid.uuid4")().hex[:8])
         )
         now = time.time()
         created, _ = await store.create_run(
@@ -380,7 +390,7 @@ class App:
         return None if record.status_value is None else self.codec.decode(record.status_value)
 
     async def _get(self, run_id: str) -> RunRecord:
-        check_run_id(run_id)
+        check_run_ref(run_id)
         record = await self._store_or_raise().get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run with id {run_id!r}")

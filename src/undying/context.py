@@ -66,7 +66,7 @@ from .store.base import (
     child_event_name,
     retry_transient,
 )
-from .validation import check_event_name, check_seconds
+from .validation import check_event_name, check_seconds, child_run_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -622,7 +622,7 @@ class Context:
                 raise rebuild_error(value)
             return value
         self._raise_if_cancelled()
-        child_id = self._child_id(seq)
+        child_id = await self._child_id(seq)
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         return await self._join(seq, "call", name, child_id)
@@ -637,12 +637,12 @@ class Context:
     async def _start_child(
         self, seq: int, name: str, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ChildHandle:
-        child_id = self._child_id(seq)
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "child", name)
             return ChildHandle(self, self._decode(await self._cursor.payload(entry)))
         self._raise_if_cancelled()
+        child_id = await self._child_id(seq)
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         now = time.time()
@@ -651,12 +651,26 @@ class Context:
         )
         return ChildHandle(self, child_id)
 
-    def _child_id(self, seq: int) -> str:
-        """``parent.seq``; later generations (continue_as_new) add theirs, ``parent@2.seq``,
-        since positions restart at 0 and a child id must never be reused."""
-        if self.generation:
-            return f"{self.run_id}@{self.generation}.{seq}"
-        return f"{self.run_id}.{seq}"
+    async def _child_id(self, seq: int) -> str:
+        """``parent~seq`` (``parent~gen.seq`` after continue_as_new), from the position, so a
+        replayed parent finds the child it started. A parent in flight across the upgrade
+        may have started it under the old id, ``parent.seq`` / ``parent@gen.seq`` (nothing
+        journals a ``call``'s child before it ends): keep using that one if it is this
+        parent's, or the child would run a second time."""
+        child_id = child_run_id(self.run_id, self.generation, seq)
+        if "~" in self.run_id:  # a generated id: the run was created after the change
+            return child_id
+        old_id = (
+            f"{self.run_id}@{self.generation}.{seq}" if self.generation else f"{self.run_id}.{seq}"
+        )
+        old = await self._store.get_run(old_id)
+        if (
+            old is not None
+            and old.parent_id == self.run_id
+            and await self._store.get_run(child_id) is None
+        ):
+            return old_id
+        return child_id
 
     async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
         async def finished() -> RunRecord | None:
