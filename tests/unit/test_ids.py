@@ -316,6 +316,27 @@ def test_a_child_nested_past_the_id_limit_fails_its_parent_clearly(db_path: str)
     assert [r.run_id for r in asyncio.run(main())] == [deep_id]  # no child was started
 
 
+def test_a_fork_whose_default_id_would_be_too_long_asks_for_one(db_path: str) -> None:
+    app = temp_app(db_path)
+    source_id = "s" * 200 + "~0" * 395  # 990 characters: "~fork-<8 hex>" would pass 1,000
+
+    async def main() -> RunRecord | None:
+        async with app:
+            await app.store.create_run(
+                NewRun(source_id, "gone", app.codec.encode([[], {}])),
+                owner="elsewhere",
+                lease_expires=time.time() + 60,
+                now=time.time(),
+            )
+            with pytest.raises(InvalidArgument, match="pass new_run_id"):
+                await app.fork(source_id, from_step=0)
+            forked = await app.fork(source_id, from_step=0, new_run_id="short")
+            return await app.store.get_run(forked.run_id)
+
+    record = asyncio.run(main())
+    assert record is not None and record.workflow == "gone"
+
+
 @pytest.mark.parametrize("generation", [0, 1])
 def test_a_parent_in_flight_across_the_upgrade_keeps_its_old_format_children(
     db_path: str, generation: int
