@@ -138,6 +138,9 @@ def rebuild_error(info: dict[str, Any]) -> BaseException:
         "undying.errors:StepInDoubt": lambda: StepInDoubt(message, **_pick(attrs, StepInDoubt)),
         "undying.errors:EventTimeout": lambda: EventTimeout(message),
         "undying.errors:WorkflowCancelled": lambda: WorkflowCancelled(message),
+        "undying.errors:WorkflowFailed": lambda: WorkflowFailed(
+            message, **_pick(attrs, WorkflowFailed)
+        ),
     }
     if type_path in special:
         return special[type_path]()
@@ -159,6 +162,7 @@ def _pick(attrs: dict[str, Any], cls: type) -> dict[str, Any]:
     allowed = {
         StepFailed: ("step_name", "error_type", "error_message", "attempts"),
         StepInDoubt: ("step_name", "seq", "attempt", "idempotency_key"),
+        WorkflowFailed: ("error_type", "error_message"),
     }[cls]
     return {k: v for k, v in attrs.items() if k in allowed}
 
