@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .context import Context, ContinueAsNew, Suspended
 from .errors import (
     LeaseLost,
+    RunQuarantined,
     SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
@@ -32,6 +33,7 @@ from .store.base import (
     FAILED,
     Claim,
     RunRecord,
+    progress_position,
     retry_transient,
 )
 
@@ -209,6 +211,8 @@ class Worker:
     async def _execute_run(self, run: RunRecord, fresh: bool) -> None:
         app = self.app
         store = app._store_or_raise()
+        if run.stalled_takeovers and await self._quarantined(run):
+            return
         spec = app._workflows.get(run.workflow)
         if spec is None:
             exc = UnknownWorkflow(
@@ -280,6 +284,31 @@ class Worker:
                 return
             await self._finish(run, COMPLETED, output, None, pending=ctx._take_pending())
             return
+
+    async def _quarantined(self, run: RunRecord) -> bool:
+        """Fail a run that keeps taking its workers down (see ``max_takeovers_without_progress``)
+        instead of executing it once more; True if it was quarantined."""
+        limit = self.app.max_takeovers_without_progress
+        generation, position = progress_position(run.progress_mark)
+        if limit is None or run.stalled_takeovers <= limit:
+            log.warning(
+                "run %r: taken over %d time(s) in a row without progress at journal position "
+                "%d (its owner died or stopped renewing its lease); %s",
+                run.run_id,
+                run.stalled_takeovers,
+                position,
+                "never quarantined" if limit is None else f"quarantined after {limit}",
+            )
+            return False
+        exc = RunQuarantined(
+            run_id=run.run_id,
+            takeovers=run.stalled_takeovers,
+            position=position,
+            generation=generation,
+        )
+        log.error("%s", exc)
+        await self._finish(run, FAILED, None, describe_error(exc, self.app.codec))
+        return True
 
     def _aborted(self, run: RunRecord, exc: BaseException) -> WorkflowFailed:
         """The run's failure for a BaseException its workflow code raised (SystemExit, a

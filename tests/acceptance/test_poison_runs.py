@@ -2,7 +2,8 @@
 
 Each test runs ``poison_worker.py`` (see its docstring). A step or workflow raising
 ``SystemExit`` or a ``CancelledError`` of its own must end as a recorded failure while the
-process goes on to complete other runs.
+process goes on to complete other runs; a step that kills its process every time must be
+quarantined after a bounded number of worker deaths instead of cycling forever.
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ from typing import Any
 
 import pytest
 
+from undying import App
+
 WORKER = Path(__file__).with_name("poison_worker.py")
+#: the default of App(max_takeovers_without_progress=...)
+LIMIT = 5
 
 
 def _worker(db: Path, scenario: str) -> subprocess.CompletedProcess[str]:
     return _python(str(WORKER), str(db), scenario)
+
+
+def _cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``undying`` command line, in a process of its own."""
+    return _python("-m", "undying", "--db", str(db), *args)
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,3 +128,41 @@ def test_a_cancelled_error_raised_by_a_library_is_the_step_failure_not_a_takeove
     # The lease is 2 s and the test took longer: a takeover loop would have raised the epoch.
     assert _run_row(db, "poison") == ("failed", 1)
     assert _error_lines(proc.stderr, "'poison'", "LibraryGaveUp"), _describe(proc)
+
+
+def test_a_step_that_kills_its_process_every_time_is_quarantined(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    deaths: list[subprocess.CompletedProcess[str]] = []
+    # The first process journals `prepare`, so the first takeover sees progress; then each
+    # worker dies without progress, LIMIT times are allowed, the next takeover quarantines.
+    for _ in range(LIMIT + 4):
+        proc = _worker(db, "hard-exit")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1 and "dying in pid" in proc.stdout, _describe(proc)
+        deaths.append(proc)
+    else:
+        pytest.fail(f"still {_run_row(db, 'poison')} after {len(deaths)} worker deaths")
+    assert len(deaths) == LIMIT + 2
+    outcomes = _outcomes(proc)
+    poison = outcomes.get("poison", {})
+    assert poison.get("error") == "RunQuarantined", _describe(proc)
+    assert f"taken over {LIMIT + 1} times in a row without progress" in poison["message"]
+    assert "journal position 1" in poison["message"]
+    assert "undying resume poison" in poison["message"]
+    assert outcomes.get("after") == {"result": "TASK"}, _describe(proc)
+    assert _error_lines(proc.stderr, "'poison'", "quarantined"), _describe(proc)
+    assert _run_row(db, "poison") == ("failed", LIMIT + 3)
+    assert _journal(db, "poison")[0][2] == "ok"  # what was journaled is kept
+
+    show = _cli(db, "show", "poison")
+    assert show.returncode == 0, _describe(show)
+    assert "status    failed" in show.stdout, show.stdout
+    assert "RunQuarantined" in show.stdout and "without progress" in show.stdout, show.stdout
+
+    # `undying resume` resets the count: the next worker executes the run again (and dies).
+    resume = _cli(db, "resume", "poison")
+    assert resume.returncode == 0, _describe(resume)
+    again = _worker(db, "hard-exit")
+    assert again.returncode == 1 and "dying in pid" in again.stdout, _describe(again)
+    assert App(str(db), worker=False).max_takeovers_without_progress == LIMIT

@@ -1,19 +1,22 @@
 """BaseExceptions out of steps and workflows, and the quarantine, inside one process.
 
-The real-process versions (SystemExit, a library's CancelledError) are in
+The real-process versions (SystemExit, a library's CancelledError, os._exit) are in
 tests/acceptance/test_poison_runs.py; these pin down what must still propagate (the run's own
-cancellation, a timeout around a call).
+cancellation, a timeout around a call) and the worker's quarantine decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
 import undying
-from undying import App, Context, StepFailed, WorkflowCancelled
+from undying import App, Context, InvalidArgument, RunQuarantined, StepFailed, WorkflowCancelled
+from undying.store.base import NewRun
+from undying.store.sqlite import SQLiteStore
 from undying.testing import temp_app
 
 entered: list[str] = []
@@ -133,3 +136,62 @@ def test_workflow_cancelled_raised_in_a_step_still_cancels_the_run(db_path: str,
 
     with pytest.raises(WorkflowCancelled):
         run(_outcome(app, wf, "wc"))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "5"])
+def test_max_takeovers_without_progress_is_validated(db_path: str, bad: object) -> None:
+    with pytest.raises(InvalidArgument, match="max_takeovers_without_progress"):
+        App(db_path, max_takeovers_without_progress=bad)  # type: ignore[arg-type]
+    assert App(db_path, max_takeovers_without_progress=None).max_takeovers_without_progress is None
+    assert App(db_path).max_takeovers_without_progress == 5
+
+
+def _orphan(db_path: str, run_id: str, workflow: str, stalled: int) -> None:
+    """A running run whose owner process is gone, already taken over ``stalled`` times in a
+    row without progress (as if that many workers had died executing it)."""
+
+    async def create() -> None:
+        ghost = SQLiteStore(db_path)
+        await ghost.open("ghost")
+        now = time.time()
+        no_arguments = App(db_path).codec.encode([[], {}])
+        await ghost.create_run(
+            NewRun(run_id, workflow, no_arguments), owner="ghost", lease_expires=now + 60, now=now
+        )
+        await ghost.close()  # the owner dies: its lock is free
+
+    asyncio.run(create())
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE runs SET stalled_takeovers = ? WHERE run_id = ?", (stalled, run_id))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(("limit", "quarantined"), [(3, True), (4, False), (None, False)])
+def test_a_takeover_past_the_limit_quarantines_instead_of_executing(
+    db_path: str,
+    run,
+    limit: int | None,
+    quarantined: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    entered.clear()
+    app = temp_app(db_path, max_takeovers_without_progress=limit)
+
+    @app.workflow(name="victim")
+    async def victim(ctx: Context) -> str:
+        entered.append("victim")
+        return "done"
+
+    async def main() -> object:
+        async with app:
+            return await app.handle("q").result(timeout=10)
+
+    _orphan(db_path, "q", "victim", stalled=3)  # this takeover makes it 4
+    if not quarantined:
+        assert run(main()) == "done"
+        return
+    with pytest.raises(RunQuarantined, match="taken over 4 times in a row") as info:
+        run(main())
+    assert (info.value.run_id, info.value.takeovers, info.value.position) == ("q", 4, 0)
+    assert "undying resume q" in str(info.value)
+    assert entered == []  # not executed once more
