@@ -7,7 +7,7 @@ crash any worker re-runs the code and every completed call returns its recorded 
 from __future__ import annotations
 
 from .app import App, RunHandle
-from .context import ArgumentDigestChanged, ChildHandle, Context
+from .context import ChildHandle, Context
 from .errors import (
     EventTimeout,
     InvalidArgument,
@@ -24,7 +24,9 @@ from .errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
-from .steps import StepInfo, current_step, idempotency_key, step
+from .journal import ArgumentDigestChanged
+from .scope import StepInfo
+from .steps import current_context, current_step, idempotency_key, in_workflow, step
 
 __version__ = "0.1.0"
 
@@ -50,7 +52,9 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "__version__",
+    "current_context",
     "current_step",
     "idempotency_key",
+    "in_workflow",
     "step",
 ]
