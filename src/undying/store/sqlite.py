@@ -43,7 +43,9 @@ from .base import (
 from .sqlfiles import migrations, queries
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
-_BUSY_TIMEOUT_MS = 10_000
+#: how long one statement waits for another process's write lock before it fails (and the
+#: runtime's retry, with backoff, takes over)
+BUSY_TIMEOUT = 10.0
 #: how often a waiting process checks whether another one committed (PRAGMA data_version is
 #: a cheap in-memory read); bounds cross-process wake-up latency, costs ~2% CPU when idle
 _CHANGE_POLL = 0.01
@@ -78,12 +80,17 @@ def _record(row: Sequence[Any]) -> RunRecord:
 class SQLiteStore(Store):
     """A store on one SQLite file in WAL mode."""
 
-    def __init__(self, path: str, *, durability: str = "normal") -> None:
+    def __init__(
+        self, path: str, *, durability: str = "normal", busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
                 f"durability must be one of {sorted(DURABILITY)}, not {durability!r}: 'normal' "
                 "survives a process or container crash, 'full' also survives power loss"
             )
+        if not isinstance(busy_timeout, int | float) or not busy_timeout >= 0:
+            raise InvalidArgument(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self.busy_timeout = float(busy_timeout)
         self.path = path
         self.url = f"sqlite:///{path}"
         self.durability = durability
@@ -120,13 +127,13 @@ class SQLiteStore(Store):
                 self.path,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
+                timeout=self.busy_timeout,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._sync}")
-        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         db.execute("PRAGMA foreign_keys=OFF")
         self._db = db
         self._applied = self._migrate()
