@@ -93,8 +93,7 @@ def check_ledger(path: str, rows: Iterable[tuple[Any, Any]], known: set[int]) ->
     if missing:
         raise StoreError(
             f"{path!r} is damaged: its schema ledger (table undying_migrations) lacks "
-            f"migration(s) {missing} below version {highest}; "
-            + _RECOVER.format(path=path)
+            f"migration(s) {missing} below version {highest}; " + _RECOVER.format(path=path)
         )
     newest = max(known, default=0)
     if highest > newest:
