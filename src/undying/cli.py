@@ -262,9 +262,9 @@ def _at_least(minimum: int, convert: Callable[[str], Any], what: str) -> Callabl
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="undying", description="Crash-proof long-running AI agents.")
     db_help = "database URL (default: $UNDYING_DATABASE_URL or ./undying.db)"
-    parser.add_argument("--db", default=None, help=db_help)
+    parser.add_argument("--db", default=None, metavar="URL", help=db_help)
     common = _Parser(add_help=False)  # --db after the command works too
-    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help=db_help)
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON (see docs/cli.md)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -276,11 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("worker", "run a worker for MODULE:APP until SIGTERM or Ctrl-C", json=False)
     p.add_argument("app", metavar="MODULE:APP")
     p = command("runs", "list runs, newest first")
-    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
-    p.add_argument("--workflow", help="only runs of this workflow")
+    p.add_argument(
+        "--status",
+        choices=STATUSES,
+        metavar="S",
+        help="only runs with this status: " + ", ".join(STATUSES),
+    )
+    p.add_argument("--workflow", metavar="W", help="only runs of this workflow")
     p.add_argument("--parent", metavar="RUN", help="only the children of this run")
     p.add_argument(
-        "--limit", type=_at_least(1, int, "a whole number"), default=50, help="at most N runs (50)"
+        "--limit",
+        type=_at_least(1, int, "a whole number"),
+        default=50,
+        metavar="N",
+        help="at most N runs (50)",
     )
     p.add_argument("--watch", action="store_true", help="print the list again whenever it changes")
     p = command("show", "show a run: status, result or error, and its journal as a timeline")
@@ -307,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=_at_least(1, int, "a whole number"),
         default=1000,
+        metavar="N",
         help="runs per status (1000)",
     )
     p = command("ui", "serve the web UI", json=False)
