@@ -41,7 +41,13 @@ from .store.base import (
     RunRecord,
     Store,
 )
-from .validation import check_event_name, check_event_payload, check_run_id
+from .validation import (
+    check_event_name,
+    check_event_payload,
+    check_run_id,
+    check_run_ref,
+    fork_run_id,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +74,7 @@ class App:
         suspend_after: float = 1.0,
         max_concurrent_runs: int = 10_000,
         retention_days: float | None = None,
+        max_takeovers_without_progress: int | None = 5,
     ) -> None:
         for label, value in (("lease_ttl", lease_ttl), ("poll_interval", poll_interval)):
             if not isinstance(value, int | float) or value <= 0:
@@ -93,6 +100,18 @@ class App:
             raise InvalidArgument(f"retention_days must be >= 0, not {retention_days!r}")
         #: workers delete runs that ended longer ago than this, and their unused chunks, hourly
         self.retention_days = retention_days
+        if max_takeovers_without_progress is not None and (
+            not isinstance(max_takeovers_without_progress, int)
+            or isinstance(max_takeovers_without_progress, bool)
+            or max_takeovers_without_progress < 1
+        ):
+            raise InvalidArgument(
+                "max_takeovers_without_progress must be a whole number >= 1 (or None to never "
+                f"quarantine), not {max_takeovers_without_progress!r}"
+            )
+        #: a run taken over more often than this in a row, its journal never moving, is failed
+        #: as quarantined instead of taking yet another worker down (``undying resume`` resets)
+        self.max_takeovers_without_progress = max_takeovers_without_progress
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         self._store_template = store_from_url(database_url, durability=durability)
         self._store: Store | None = None
@@ -289,6 +308,10 @@ class App:
             lease_expires=now + self.lease_ttl,
             now=now,
         )
+        if not created and record.parent_id != parent.run_id:
+            raise InvalidArgument(  # adopting it would hand the parent another run's result
+                f"run {child_id!r} already exists and is not a child of {parent.run_id!r}"
+            )
         if created and local:
             self._worker.spawn(record, fresh=True)
 
@@ -304,7 +327,7 @@ class App:
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
-        return RunHandle(self, check_run_id(run_id))
+        return RunHandle(self, check_run_ref(run_id))
 
     # -- talking to runs ----------------------------------------------------------------------
     async def send_event(
@@ -312,7 +335,7 @@ class App:
     ) -> bool:
         """Deliver an event durably; a repeated ``key`` is delivered once (returns False)."""
         store = self._store_or_raise()
-        check_run_id(run_id)
+        check_run_ref(run_id)
         check_event_name(name)
         if key is not None and (not isinstance(key, str) or not key):
             raise InvalidArgument("an event key must be a non-empty string")
@@ -326,7 +349,7 @@ class App:
     async def cancel(self, run_id: str) -> None:
         """Cancel a run and its children: ``WorkflowCancelled`` at its next journaled call."""
         store = self._store_or_raise()
-        check_run_id(run_id)
+        check_run_ref(run_id)
         error = describe_error(WorkflowCancelled(), self.codec)
         flagged = await store.request_cancel(run_id, error, time.time())
         if self._worker is not None:
@@ -358,7 +381,7 @@ class App:
         new_id = (
             check_run_id(new_run_id)
             if new_run_id
-            else f"{run_id}.fork-{determinism.original('uuid.uuid4')().hex[:8]}"
+            else fork_run_id(run_id, determinism.original("uuid.uuid4")().hex[:8])
         )
         now = time.time()
         created, _ = await store.create_run(
@@ -388,7 +411,7 @@ class App:
         return None if record.status_value is None else self.codec.decode(record.status_value)
 
     async def _get(self, run_id: str) -> RunRecord:
-        check_run_id(run_id)
+        check_run_ref(run_id)
         record = await self._store_or_raise().get_run(run_id)
         if record is None:
             raise RunNotFound(f"no run with id {run_id!r}")

@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from-step", type=_at_least(0, int, "a journal position"), required=True, metavar="N"
     )
-    p.add_argument("--new-id", metavar="ID", help="the new run's id (default RUN.fork-XXXX)")
+    p.add_argument("--new-id", metavar="ID", help="the new run's id (default RUN~fork-XXXXXXXX)")
     p = command("send", "send an event with a JSON payload to a run")
     p.add_argument("run")
     p.add_argument("event")

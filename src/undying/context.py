@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import functools
 import inspect
+import logging
 import math
 import time
 import uuid
@@ -44,8 +45,10 @@ from .journal import (
 )
 from .payloads import OFFLOAD_THRESHOLD, offload
 from .steps import (
+    StepAborted,
     StepInfo,
     StepPolicy,
+    Unwinding,
     callable_name,
     current_context,
     idempotency_key_for,
@@ -66,7 +69,7 @@ from .store.base import (
     child_event_name,
     retry_transient,
 )
-from .validation import check_event_name, check_seconds
+from .validation import check_event_name, check_seconds, child_run_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -74,17 +77,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _NO_ARGS_DIGEST = b""
+log = logging.getLogger("undying.steps")
 
 
 class ArgumentDigestChanged(UserWarning):
     """A replayed step was called with arguments that differ from the recorded ones."""
 
 
-class Suspended(BaseException):
+class Suspended(Unwinding):
     """Unwinds a workflow whose run was released to wait (internal control flow)."""
 
 
-class ContinueAsNew(BaseException):
+class ContinueAsNew(Unwinding):
     """Unwinds a workflow that asked to restart with fresh input (internal control flow)."""
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -275,15 +279,19 @@ class Context:
                 try:
                     result = await run_attempt(info, policy, fn, is_async, args, kwargs)
                 except Exception as exc:
-                    if attempt > policy.retries or isinstance(exc, policy.non_retryable):
-                        await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
-                        raise step_failure(
-                            {"type": type_path(exc), "message": str(exc), "attempts": attempt},
-                            policy.name,
-                        ) from exc
-                    jitter = determinism.original("random.random")()
-                    await asyncio.sleep(policy.delay(attempt, jitter))
-                    continue
+                    failure: BaseException = exc
+                    if isinstance(exc, StepAborted):  # SystemExit & co. mean stop: no retry
+                        failure = exc.original
+                        self._log_aborted(seq, policy, failure)
+                    elif attempt <= policy.retries and not isinstance(exc, policy.non_retryable):
+                        jitter = determinism.original("random.random")()
+                        await asyncio.sleep(policy.delay(attempt, jitter))
+                        continue
+                    await self._record_failure(seq, policy, arg_digest, attempt, started, failure)
+                    raise step_failure(
+                        {"type": type_path(failure), "message": str(failure), "attempts": attempt},
+                        policy.name,
+                    ) from failure
                 try:
                     payload = self._codec.encode(result, root=f"result of step {policy.name}")
                 except SerializationError as exc:
@@ -312,6 +320,17 @@ class Context:
         payload = describe_error(exc, self._codec, attempts=attempt, as_is=as_is)
         await self._write(
             [_done(seq, "step", policy.name, ERROR, payload, arg_digest, attempt, started)]
+        )
+
+    def _log_aborted(self, seq: int, policy: StepPolicy, exc: BaseException) -> None:
+        log.error(
+            "run %r: step %r at journal position %d raised %s: %s; recorded as the step's "
+            "failure, not retried (raise an Exception for a failure to retry)",
+            self.run_id,
+            policy.name,
+            seq,
+            type_path(exc).replace(":", "."),
+            exc,
         )
 
     async def _in_doubt(self, seq: int, policy: StepPolicy, entry: Entry) -> StepInDoubt:
@@ -633,7 +652,7 @@ class Context:
                 raise rebuild_error(value)
             return value
         self._raise_if_cancelled()
-        child_id = self._child_id(seq)
+        child_id = await self._child_id(seq)
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         return await self._join(seq, "call", name, child_id)
@@ -648,12 +667,12 @@ class Context:
     async def _start_child(
         self, seq: int, name: str, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ChildHandle:
-        child_id = self._child_id(seq)
         entry = self._cursor.take(seq)
         if entry is not None:
             self._check(seq, entry, "child", name)
             return ChildHandle(self, self._decode(await self._cursor.payload(entry)))
         self._raise_if_cancelled()
+        child_id = await self._child_id(seq)
         await self._flush()
         await self._app._start_child(self, child_id, workflow, args, kwargs)
         now = time.time()
@@ -662,12 +681,26 @@ class Context:
         )
         return ChildHandle(self, child_id)
 
-    def _child_id(self, seq: int) -> str:
-        """``parent.seq``; later generations (continue_as_new) add theirs, ``parent@2.seq``,
-        since positions restart at 0 and a child id must never be reused."""
-        if self.generation:
-            return f"{self.run_id}@{self.generation}.{seq}"
-        return f"{self.run_id}.{seq}"
+    async def _child_id(self, seq: int) -> str:
+        """``parent~seq`` (``parent~gen.seq`` after continue_as_new), from the position, so a
+        replayed parent finds the child it started. A parent in flight across the upgrade
+        may have started it under the old id, ``parent.seq`` / ``parent@gen.seq`` (nothing
+        journals a ``call``'s child before it ends): keep using that one if it is this
+        parent's, or the child would run a second time."""
+        child_id = child_run_id(self.run_id, self.generation, seq)
+        if "~" in self.run_id:  # a generated id: the run was created after the change
+            return child_id
+        old_id = (
+            f"{self.run_id}@{self.generation}.{seq}" if self.generation else f"{self.run_id}.{seq}"
+        )
+        old = await self._store.get_run(old_id)
+        if (
+            old is not None
+            and old.parent_id == self.run_id
+            and await self._store.get_run(child_id) is None
+        ):
+            return old_id
+        return child_id
 
     async def _join(self, seq: int, kind: str, name: str, child_id: str) -> Any:
         async def finished() -> RunRecord | None:

@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import assert_one_error_line, immutable, run_cli
 
 from undying import App, StoreError
+from undying.store.sqlfiles import migrations
 from undying.store.sqlite import SQLiteStore
 
 
@@ -97,10 +98,13 @@ def test_a_damaged_ledger_row_is_not_taken_for_a_newer_schema(tmp_path: Path) ->
 def test_a_really_newer_schema_says_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     _new_database(path)
+    future = max(version for version, _, _ in migrations("sqlite")) + 1
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO undying_migrations VALUES (5, '005_future.sql', 0)")
+        db.execute(
+            "INSERT INTO undying_migrations VALUES (?, ?, 0)", (future, f"{future:03d}_future.sql")
+        )
     db.close()
-    _assert_refused(path, "has schema version 5, newer than this undying knows", "upgrade")
+    _assert_refused(path, f"has schema version {future}, newer than this undying", "upgrade")
 
 
 def test_a_read_only_database_file(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_child_workflows_and_parallel_steps(db_path: str) -> None:
 
     out, ids = asyncio.run(main())
     assert out == [5, 10, 20]
-    assert ids == ["p", "p.5", "p.6"]
+    assert ids == ["p", "p~5", "p~6"]
 
 
 def test_cancel_waiting_run_and_children(db_path: str) -> None:
@@ -161,7 +161,7 @@ def test_cancel_waiting_run_and_children(db_path: str) -> None:
         async with app:
             handle = await app.start(parent, run_id="c")
             for _ in range(200):
-                kid = await app.store.get_run("c.0")
+                kid = await app.store.get_run("c~0")
                 if kid is not None:
                     break
                 await app._wait_change(0.02)
@@ -169,8 +169,8 @@ def test_cancel_waiting_run_and_children(db_path: str) -> None:
             with pytest.raises(WorkflowCancelled):
                 await handle.result(timeout=10)
             with pytest.raises(WorkflowCancelled):
-                await app.handle("c.0").result(timeout=10)
-            return await handle.status(), await app.handle("c.0").status()
+                await app.handle("c~0").result(timeout=10)
+            return await handle.status(), await app.handle("c~0").status()
 
     assert asyncio.run(main()) == ("cancelled", "cancelled")
 
@@ -310,7 +310,7 @@ def test_idempotency_keys_differ_across_generations_and_big_events_replay(db_pat
             return first, await forked.result(timeout=10)
 
     first, replayed = asyncio.run(main())
-    assert keys[:3] == ["bill:0", "bill@1:0", "bill@2:0"]
+    assert keys[:3] == ["bill:0", "bill#1:0", "bill#2:0"]
     assert first == replayed == "x" * 600
 
 
@@ -392,7 +392,7 @@ def test_deadline_cancels_children_and_cancel_right_after_start(db_path: str) ->
             handle = await app.start(parent, run_id="dl", timeout=0.3)
             with pytest.raises(WorkflowCancelled):
                 await handle.result(timeout=10)
-            kid = app.handle("dl.0")
+            kid = app.handle("dl~0")
             with pytest.raises(WorkflowCancelled):
                 await kid.result(timeout=10)
             quick = await app.start(child, run_id="quick")

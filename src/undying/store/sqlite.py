@@ -75,6 +75,8 @@ def _record(row: Sequence[Any]) -> RunRecord:
         generation=row[16],
         created_at=row[17],
         updated_at=row[18],
+        stalled_takeovers=row[19],
+        progress_mark=row[20],
     )
 
 

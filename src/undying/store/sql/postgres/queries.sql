@@ -50,13 +50,13 @@ SELECT *, CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-       created_at, updated_at
+       created_at, updated_at, stalled_takeovers, progress_mark
 FROM runs WHERE run_id = %s
 
 -- name: list_runs
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-       created_at, updated_at
+       created_at, updated_at, stalled_takeovers, progress_mark
 FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
@@ -237,7 +237,7 @@ SELECT pg_notify('undying', %(token)s) FROM released LIMIT 1
 -- name: resume_run
 WITH resumed AS (
     UPDATE runs SET status = 'pending', error = NULL, cancel_requested = FALSE, owner = NULL,
-                    lease_expires = NULL, updated_at = %(now)s
+                    lease_expires = NULL, stalled_takeovers = 0, updated_at = %(now)s
     WHERE run_id = %(run_id)s AND status IN ('failed', 'cancelled')
     RETURNING run_id
 )
@@ -252,8 +252,15 @@ SELECT pg_advisory_xact_lock(1970168945, key)
 FROM (SELECT DISTINCT hashtext(q) AS key FROM unnest(%s::text[]) AS q ORDER BY key) AS keys
 
 -- name: claim_due
+-- Every claim notes where the journal stands (progress_mark, from the run_progress view); a
+-- claim that finds it moved since the last one resets the count of take-overs without
+-- progress (see take_over).
 UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
-                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
@@ -263,11 +270,16 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: claim_queue
+-- Notes the journal's progress like claim_due.
 UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
-                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE queue = %(queue)s
@@ -277,7 +289,7 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: count_queue_running
 SELECT count(*) FROM runs WHERE queue = %s AND status = 'running'
@@ -303,8 +315,16 @@ WITH probe AS MATERIALIZED (
 SELECT owner, pg_advisory_unlock(hashtextextended(owner, 0)) FROM probe WHERE free
 
 -- name: take_over
+-- A take-over that finds the journal where the last claim left it counts one more take-over
+-- without progress (the last owner died, or stopped renewing its lease, journaling nothing);
+-- progress resets the count. The worker quarantines a run whose count passes
+-- App(max_takeovers_without_progress=...).
 UPDATE runs SET owner = %(owner)s, lease_expires = %(lease_expires)s, epoch = epoch + 1,
-                updated_at = %(now)s
+                updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers + 1 ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE status = 'running'
@@ -313,7 +333,7 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: heartbeat
 WITH extended AS (
