@@ -368,8 +368,16 @@ class App:
         there (debug an agent from a given turn with changed code or prompt)."""
         store = self._store_or_raise()
         source = await self._get(run_id)
-        if not isinstance(from_step, int) or from_step < 0:
+        if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
             raise InvalidArgument(f"from_step must be a journal position >= 0, not {from_step!r}")
+        journal = await store.load_journal_meta(run_id)
+        length = journal[-1].seq + 1 if journal else 0
+        if from_step > length:
+            held = f"positions 0..{length - 1}" if length else "no entries"
+            raise InvalidArgument(
+                f"from_step {from_step} is beyond the journal of run {run_id!r}, which holds "
+                f"{held}: use 0..{length} (0 re-runs everything, {length} reuses every entry)"
+            )
         new_id = (
             check_run_id(new_run_id)
             if new_run_id

@@ -151,27 +151,38 @@ class Context:
         return pending
 
     async def _write(self, entries: list[Entry], *, durable: bool = False) -> None:
-        for entry in entries:
-            if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
-                await offload(self._store, entries)
-                break
         try:
-            await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
+            for entry in entries:
+                if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
+                    await self._write_once(entries, durable)
+                    break
+            else:  # no payload to offload: the hot path, without a coroutine in between
+                await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
         except LeaseLost:
             self._closed = True
             raise
         except Exception:
-            # A passing database failure must not fail the run: retry, with backoff.
+            # A passing database failure (a busy file, a full disk that frees up, a dropped
+            # connection) must not fail the run: retry, with backoff.
             try:
                 await retry_transient(
-                    lambda: self._store.write_entries(
-                        self.run_id, self.epoch, entries, durable=durable
-                    ),
+                    lambda: self._write_once(entries, durable),
                     f"journal write of run {self.run_id!r}",
                 )
             except LeaseLost:
                 self._closed = True
                 raise
+
+    async def _write_once(self, entries: list[Entry], durable: bool) -> None:
+        """Store the chunks of large payloads, then the rows that refer to them. Both are
+        one attempt of the same retried write: a 250 KB result rides out what a small one
+        does. A retry re-offloads only the payloads still inline (the chunks are
+        content-addressed, so re-writing one is harmless)."""
+        for entry in entries:
+            if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
+                await offload(self._store, entries)
+                break
+        await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
 
     async def _flush(self) -> None:
         """Make every recorded value durable before the caller's effect runs.
