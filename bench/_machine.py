@@ -159,3 +159,18 @@ def describe(tmp_dir: str, server: str | None, root: Path) -> dict[str, Any]:
         "versions": versions(),
         "undying_commit": git_commit(root),
     }
+
+
+def result_header(
+    suite: str, quick: bool, seconds: float, machine: dict[str, Any]
+) -> dict[str, Any]:
+    """The fields every results file starts with; the load average is taken at the end."""
+    machine["load_average_end"] = list(os.getloadavg())
+    return {
+        "schema": 1,
+        "suite": suite,
+        "quick": quick,
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(seconds, 1),
+        "machine": machine,
+    }

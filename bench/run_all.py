@@ -16,7 +16,6 @@ bench/report.py to turn into tables and plots.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -119,16 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [cells for _, cells in summary]
     print(common.table("", ["figure", "measured", "target", "status"], rows))
     if args.out:
-        machine["load_average_end"] = list(os.getloadavg())
+        header = _machine.result_header(
+            "undying", args.quick, time.perf_counter() - started, machine
+        )
         common.write_json(
             args.out,
             {
-                "schema": 1,
-                "suite": "undying",
-                "quick": args.quick,
-                "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "duration_s": round(time.perf_counter() - started, 1),
-                "machine": machine,
+                **header,
                 "runs": runs,
                 "failed": failed,
                 "figures": figures,
