@@ -1,7 +1,7 @@
 """undying side by side with DBOS, LangGraph and Temporal: the same workloads, alternating runs.
 
     .venv-peers/bin/python bench/peers/run.py                # full sizes (make bench-peers)
-    .venv-peers/bin/python bench/peers/run.py --quick        # N = 20, 2 repetitions
+    .venv-peers/bin/python bench/peers/run.py --quick        # N = 20 and 50, 2 repetitions
     .venv-peers/bin/python bench/peers/run.py --systems dbos --workloads overhead --reps 3
 
 Every measurement is one fresh child process (bench/peers/child.py) on fresh storage, so no
@@ -355,7 +355,7 @@ def _ratios(h: Harness, meta: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="N = 20, 2 repetitions: a smoke run")
+    p.add_argument("--quick", action="store_true", help="N = 20, 50; 2 repetitions: a smoke run")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 2)")
     p.add_argument("--systems", default="dbos,langgraph,temporal")
     p.add_argument("--workloads", default="overhead,throughput,recovery,storage")
@@ -375,8 +375,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     args.reps = args.reps or (2 if q else 5)
-    args.steps = common.sizes(args.steps or ("20" if q else "100,1000"))
-    args.turns = common.sizes(args.turns or ("20" if q else "100,1000"))
+    args.steps = common.sizes(args.steps or ("20,50" if q else "100,1000"))
+    args.turns = common.sizes(args.turns or ("20,50" if q else "100,1000"))
     args.long = args.long or (50 if q else 1000)
     args.count = args.count or (20 if q else 2000)
     args.peer_count = args.peer_count or (20 if q else 200)
