@@ -123,6 +123,7 @@ class Harness:
         self.extra: dict[tuple[str, str], dict[str, list[float]]] = {}
         self.pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.errors: list[dict[str, Any]] = []
+        self.failed: set[tuple[str, str]] = set()
         self.temporal: temporal_server.DevServer | None = None
         self.queue_n = 0
 
@@ -166,10 +167,16 @@ class Harness:
             self.extra.setdefault((figure, c.key), {}).setdefault(k, []).append(v)
 
     def _measure(self, figure: str, c: cs.Contender, once: Any) -> float | None:
+        """One run; None if it failed. A contender that failed a figure is not run again for
+        that figure: the failures seen (a server's history limit, a crash) repeat, and each
+        costs minutes."""
+        if (figure, c.key) in self.failed:
+            return None
         try:
             value, extra = once(c)
         except (ChildFailed, RuntimeError, OSError, subprocess.SubprocessError) as exc:
             message = str(exc).strip().splitlines()
+            self.failed.add((figure, c.key))
             self.errors.append(
                 {"figure": figure, "contender": c.key, "error": "\n".join(message[-12:])}
             )
@@ -245,7 +252,10 @@ class Harness:
                     queue_flag = prepare.argv.index("--task-queue")
                     argv[argv.index("--task-queue") + 1] = prepare.argv[queue_flag + 1]
                 killed = prepare.kill()
-                recover = Child(argv, self.args.child_timeout + self.args.activity_timeout)
+                # a recovery that hangs must not stall the whole run for --child-timeout
+                recover = Child(
+                    argv, min(self.args.child_timeout, 300.0) + 3 * self.args.activity_timeout
+                )
                 first, since_open = (float(x) for x in recover.wait_for("FIRST ").split())
                 out = recover.result()
                 return first - recover.launched, {
