@@ -114,6 +114,22 @@ class App:
     def suspend_after(self) -> float:
         return self.settings.suspend_after
 
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.poll_interval
+
+    @property
+    def max_concurrent_runs(self) -> int:
+        return self.settings.max_concurrent_runs
+
+    @property
+    def retention_days(self) -> float | None:
+        return self.settings.retention_days
+
+    @property
+    def max_takeovers_without_progress(self) -> int | None:
+        return self.settings.max_takeovers_without_progress
+
     # -- registry -------------------------------------------------------------------------------
     @overload
     def workflow(self, fn: F, /) -> F: ...

@@ -209,7 +209,9 @@ async def _in_doubt(rec: Recorder, seq: int, policy: StepPolicy, entry: Entry) -
     )
     payload = describe_error(exc, rec.codec, in_doubt=True)
     await rec.commit(
-        done(seq, "step", policy.name, ERROR, payload, entry.digest, entry.attempt, entry.started_at)
+        done(
+            seq, "step", policy.name, ERROR, payload, entry.digest, entry.attempt, entry.started_at
+        )
     )
     return exc
 
@@ -322,4 +324,3 @@ async def run_transaction(
         raise exc from None
     finally:
         current_run.reset(token)
-

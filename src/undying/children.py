@@ -62,6 +62,10 @@ async def _child_id(rec: Recorder, seq: int) -> str:
         return child_id
     old_id = f"{run.run_id}@{run.generation}.{seq}" if run.generation else f"{run.run_id}.{seq}"
     old = await rec.store.get_run(old_id)
-    if old is not None and old.parent_id == run.run_id and await rec.store.get_run(child_id) is None:
+    if (
+        old is not None
+        and old.parent_id == run.run_id
+        and await rec.store.get_run(child_id) is None
+    ):
         return old_id
     return child_id

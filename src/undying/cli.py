@@ -86,7 +86,8 @@ async def _cmd_worker(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with app:
         print(
-            f"undying worker {app.worker_id} on {app.store.url}: {len(app._workflows)} workflows",
+            f"undying worker {app.worker_id} on {app.store.url}: "
+            f"{len(app.registry.workflows)} workflows",
             flush=True,
         )
         await stop.wait()

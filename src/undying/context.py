@@ -105,11 +105,17 @@ class Context:
         kwargs: dict[str, Any],
     ) -> Coroutine[Any, Any, Any]:
         """A decorated step called from workflow code (``@undying.step``)."""
-        return attempts.run_step(self._rec, self._rec.position(), policy, fn, is_async, args, kwargs)
+        return attempts.run_step(
+            self._rec, self._rec.position(), policy, fn, is_async, args, kwargs
+        )
 
+    @overload
     def transaction(
-        self, fn: Callable[Concatenate[Any, P], T | Awaitable[T]], /, *args: P.args
-    ) -> Coroutine[Any, Any, T]:
+        self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any
+    ) -> Coroutine[Any, Any, T]: ...
+    @overload
+    def transaction(self, fn: Callable[..., T], /, *args: Any) -> Coroutine[Any, Any, T]: ...
+    def transaction(self, fn: Callable[..., Any], /, *args: Any) -> Coroutine[Any, Any, Any]:
         """Run ``fn(connection, *args)`` inside the journal database's own transaction: its
         writes and its journal entry commit together, so the effect happens exactly once."""
         if not callable(fn):

@@ -104,7 +104,9 @@ def aborted(run_id: str, exc: BaseException) -> WorkflowFailed:
     CancelledError of its own): recorded, instead of stopping the worker or ending the run's
     task silently (and having the run taken over again and again)."""
     error_type = type_path(exc).replace(":", ".")
-    log.error("run %r: the workflow raised %s: %s; the run is marked failed", run_id, error_type, exc)
+    log.error(
+        "run %r: the workflow raised %s: %s; the run is marked failed", run_id, error_type, exc
+    )
     failed = WorkflowFailed(
         f"the workflow raised {error_type}: {exc}", error_type=error_type, error_message=str(exc)
     )

@@ -23,6 +23,7 @@ from .errors import (
     WorkflowFailed,
 )
 
+
 def describe_error(exc: BaseException, codec: Codec, **extra: Any) -> bytes:
     """Encode an exception so it can be raised again, identically, on replay."""
     cls = type(exc)

@@ -169,8 +169,8 @@ class Recorder:
         "run",
         "store",
         "strict",
-        "wakeup",
         "waits",
+        "wakeup",
     )
 
     def __init__(

@@ -49,7 +49,9 @@ class Settings:
             )
         for label in ("allow_pickle", "strict"):
             if not isinstance(getattr(self, label), bool):
-                raise InvalidArgument(f"{label} must be True or False, not {getattr(self, label)!r}")
+                raise InvalidArgument(
+                    f"{label} must be True or False, not {getattr(self, label)!r}"
+                )
         for label in ("lease_ttl", "poll_interval"):
             self._number(label, positive=True)
         self._number("suspend_after", positive=False)
@@ -68,7 +70,9 @@ class Settings:
 
     def _number(self, label: str, *, positive: bool, unit: str = "seconds") -> None:
         value = getattr(self, label)
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+        ok = (
+            isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+        )
         if not ok or value < 0 or (positive and value == 0) or math.isinf(value):
             bound = "a positive" if positive else "a non-negative"
             raise InvalidArgument(f"{label} must be {bound} number of {unit}, not {value!r}")

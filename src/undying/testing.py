@@ -19,12 +19,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .app import App
+from .app import App, RunHandle
 from .context import Context
 from .errors import InvalidArgument, NonDeterminismError
-from .execution import COMPLETED, FAILED, SUSPENDED, execute
+from .execution import SUSPENDED, execute
 from .journal import JournalCursor, Recorder, ReplayDiverged
-from .store.base import RunFilter
+from .store.base import COMPLETED, FAILED, RunFilter
 
 
 def temp_app(path: str | None = None, **options: Any) -> App:
@@ -66,6 +66,15 @@ async def eventually(
         if left <= 0:
             raise TimeoutError(f"{what} did not hold within {timeout} s")
         await app.wait_for_change(min(left, 0.05))
+
+
+async def wait_for_status(handle: RunHandle[Any], status: str, *, timeout: float = 10.0) -> None:
+    """Return once the run is ``status`` (e.g. "waiting": released, no coroutine held)."""
+
+    async def reached() -> bool:
+        return await handle.status() == status
+
+    await eventually(handle.app, reached, timeout=timeout, what=f"run {handle.run_id!r} {status}")
 
 
 def executing_here(app: App) -> set[str]:
@@ -164,4 +173,5 @@ __all__ = [
     "replay_check",
     "running",
     "temp_app",
+    "wait_for_status",
 ]

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from .attempts import unwinds_the_run
 from .codec import Codec
 from .context import Context
 from .errors import (
@@ -34,7 +35,6 @@ from .failures import describe_error, type_path
 from .journal import JournalCursor, Recorder
 from .local import LocalRuns
 from .registry import Registry
-from .attempts import unwinds_the_run
 from .retention import collect_garbage
 from .settings import Settings
 from .store.base import (
@@ -427,4 +427,3 @@ class Worker:
                 self.poke()
         elif run.queue is not None:
             self.poke()
-

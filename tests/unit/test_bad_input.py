@@ -21,7 +21,7 @@ from undying import (
     SerializationError,
     UnknownWorkflow,
 )
-from undying.testing import temp_app
+from undying.testing import temp_app, wait_for_status
 
 
 @undying.step
@@ -134,8 +134,7 @@ def test_unknown_workflow_in_journal_fails_run_without_touching_journal(db_path:
     async def start() -> None:
         async with first:
             handle = await first.start("old-agent", run_id="orphan")
-            while await handle.status() != "waiting":
-                await first._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(start())
     with sqlite3.connect(db_path) as db:
@@ -166,8 +165,7 @@ def test_corrupt_payload_row_is_a_clear_error(db_path: str) -> None:
     async def start() -> None:
         async with app:
             handle = await app.start("wf", run_id="corrupt")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(start())
     with sqlite3.connect(db_path) as db:
@@ -211,8 +209,7 @@ def test_changed_code_raises_nondeterminism_naming_position(db_path: str) -> Non
         app = make(False)
         async with app:
             handle = await app.start("agent", run_id="nd")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     async def resume() -> None:
         app = make(True)
@@ -241,8 +238,7 @@ def test_changed_arguments_warn_by_default(db_path: str) -> None:
         app = make("old prompt")
         async with app:
             handle = await app.start("agent", run_id="dg")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     async def resume() -> object:
         app = make("new prompt")

@@ -14,6 +14,7 @@ import pytest
 import undying
 from undying import App, Context
 from undying.cli import main
+from undying.testing import wait_for_status
 
 
 def _write_app(tmp_path: Path, db: str, *, changed: bool = False) -> str:
@@ -62,8 +63,7 @@ def test_cli_round_trip(
     async def start() -> None:
         async with module.app:
             handle = await module.app.start("agent", "llamas", run_id="cli-1")
-            while await handle.status() != "waiting":
-                await module.app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(start())
     assert main(["--db", db, "runs"]) == 0
@@ -171,8 +171,7 @@ def _show_fixture(db: str) -> None:
     async def main() -> None:
         async with app:
             handle = await app.start(reader, "llamas", run_id="reader-1")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(main())
 

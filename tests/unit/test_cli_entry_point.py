@@ -22,6 +22,7 @@ import pytest
 from cli_helpers import SRC, CliResult, assert_one_error_line, run_cli
 
 from undying import App
+from undying.testing import wait_for_status
 
 AGENTS = """
 import undying
@@ -149,8 +150,7 @@ def test_send_takes_a_large_payload_from_stdin_or_a_file(tmp_path: Path) -> None
     async def start(run_id: str) -> None:
         async with app:
             handle = await app.start("inbox", run_id=run_id)
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     async def result(run_id: str) -> object:
         async with app:

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import undying
 from undying import App, Context, InvalidArgument, WorkflowCancelled
-from undying.steps import idempotency_key_for
+from undying.scope import idempotency_key_for
 from undying.store.base import NewRun, RunRecord
-from undying.testing import temp_app
+from undying.testing import eventually, temp_app, wait_for_status
 from undying.validation import (
     MAX_RUN_REF,
     check_run_id,
@@ -232,13 +232,7 @@ def test_a_user_cannot_create_a_generated_id(db_path: str) -> None:
 
 
 async def _until(app: App, run_id: str, status: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        run = await app.store.get_run(run_id)
-        if run is not None and run.status == status:
-            return
-        assert time.monotonic() < deadline, f"run {run_id!r} is {run and run.status}, not {status}"
-        await app._wait_change(0.05)
+    await wait_for_status(app.handle(run_id), status, timeout=seconds)
 
 
 def _cli(db_path: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -269,11 +263,13 @@ def test_the_child_of_a_200_character_parent_can_be_handled_shown_and_cancelled(
     async def main() -> None:
         async with app:
             parent = await app.start(boss, run_id=parent_id)
-            deadline = time.monotonic() + 10
-            while not (kids := [r for r in await app.list_runs() if r.parent_id == parent_id]):
-                assert time.monotonic() < deadline, "the child was never created"
-                await app._wait_change(0.05)
-            child = app.handle(kids[0].run_id)
+
+            async def children() -> list[object]:
+                return [r for r in await app.list_runs() if r.parent_id == parent_id]
+
+            await eventually(app, children, what="the child's creation")
+            kids = await children()
+            child = app.handle(kids[0].run_id)  # type: ignore[attr-defined]
             assert child.run_id == parent_id + "~0"
             await _until(app, child.run_id, "waiting")
             shown = await asyncio.to_thread(_cli, db_path, "show", child.run_id)

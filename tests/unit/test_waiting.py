@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 import undying
-from undying import Context, EventTimeout, WorkflowCancelled
-from undying.testing import temp_app
+from undying import App, Context, EventTimeout, WorkflowCancelled
+from undying.testing import eventually, executing_here, temp_app, wait_for_status
 
 executed: list[str] = []
 
@@ -53,13 +53,10 @@ def test_long_wait_releases_run_and_event_resumes_it(db_path: str) -> None:
     async def main() -> object:
         async with app:
             handle = await app.start(agent, run_id="wait-1")
-            for _ in range(200):
-                if await handle.status() == "waiting":
-                    break
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
             assert await handle.status() == "waiting"
             assert await app.get_status("wait-1") == {"phase": "waiting for approval"}
-            assert "wait-1" not in app._worker.contexts  # no coroutine held while waiting
+            assert "wait-1" not in executing_here(app)  # no coroutine held while waiting
             await app.send_event("wait-1", "approval", "yes")
             return await handle.result(timeout=10)
 
@@ -104,10 +101,7 @@ def test_durable_sleep_survives_restart_of_app(db_path: str) -> None:
         app = make()
         async with app:
             handle = await app.start("sleeper", run_id="s-1")
-            for _ in range(100):
-                if await handle.status() == "waiting":
-                    break
-                await app._wait_change(0.02)
+            await wait_for_status(handle, "waiting")
             assert await handle.status() == "waiting"
 
     async def second() -> object:
@@ -160,11 +154,7 @@ def test_cancel_waiting_run_and_children(db_path: str) -> None:
     async def main() -> tuple[str, str]:
         async with app:
             handle = await app.start(parent, run_id="c")
-            for _ in range(200):
-                kid = await app.store.get_run("c~0")
-                if kid is not None:
-                    break
-                await app._wait_change(0.02)
+            await eventually(app, lambda: _exists(app, "c~0"), what="the child's creation")
             await app.cancel("c")
             with pytest.raises(WorkflowCancelled):
                 await handle.result(timeout=10)
@@ -364,8 +354,7 @@ def test_handle_follows_a_run_that_ends_elsewhere(db_path: str) -> None:
     async def main() -> None:
         async with app:
             handle = await app.start(idle, run_id="away")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
             other = temp_app(db_path, worker=False)
             async with other:
                 waiter = asyncio.ensure_future(handle.result())
@@ -453,3 +442,7 @@ def test_race_a_step_against_a_timer_and_parallel_sleeps_replay(db_path: str) ->
     first, replayed, elapsed = asyncio.run(main())
     assert first == replayed == [0, "answer", "answer"]
     assert elapsed < 0.6 + 1.0  # the two sleeps ran side by side, not one after the other
+
+
+async def _exists(app: App, run_id: str) -> bool:
+    return await app.store.get_run(run_id) is not None
