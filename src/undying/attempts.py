@@ -142,8 +142,8 @@ async def run_step(
     if policy.at_most_once:
         intent = Entry(seq, "step", policy.name, INTENT, None, arg_digest, 1, started)
         await rec.commit(intent, durable=True)
-    elif rec.has_pending():
-        await rec.flush()
+    elif rec.pending or (rec.flushing is not None and not rec.flushing.done()):
+        await rec.flush()  # (has_pending(), spelled out: this runs once per step)
     run = rec.run
     attempt = 0
     rec.inflight += 1

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from . import attempts, children, determinism, waits
+from .attempts import run_step as _run_step
 from .errors import InvalidArgument
 from .journal import Recorder
 from .signals import ContinueAsNew
@@ -105,9 +106,7 @@ class Context:
         kwargs: dict[str, Any],
     ) -> Coroutine[Any, Any, Any]:
         """A decorated step called from workflow code (``@undying.step``)."""
-        return attempts.run_step(
-            self._rec, self._rec.position(), policy, fn, is_async, args, kwargs
-        )
+        return _run_step(self._rec, self._rec.position(), policy, fn, is_async, args, kwargs)
 
     @overload
     def transaction(

@@ -61,12 +61,13 @@ class ReplayDiverged(UndyingError):
 class JournalCursor:
     """Hands out recorded entries by sequence number during replay."""
 
-    __slots__ = ("_entries", "_last_seq", "_run_id", "_store")
+    __slots__ = ("_last_seq", "_run_id", "_store", "entries")
 
     def __init__(self, store: Store, run_id: str, entries: list[Entry]) -> None:
         self._store = store
         self._run_id = run_id
-        self._entries = {e.seq: e for e in entries}
+        #: the entries replay has not consumed yet, by position
+        self.entries = {e.seq: e for e in entries}
         self._last_seq = entries[-1].seq if entries else -1
 
     @classmethod
@@ -83,12 +84,12 @@ class JournalCursor:
 
     def take(self, seq: int) -> Entry | None:
         """The recorded entry at ``seq``, removed from the cursor (None if not recorded)."""
-        if not self._entries:
+        if not self.entries:
             return None
-        return self._entries.pop(seq, None)
+        return self.entries.pop(seq, None)
 
     def peek(self, seq: int) -> Entry | None:
-        return self._entries.get(seq)
+        return self.entries.get(seq)
 
     async def payload(self, entry: Entry) -> bytes | None:
         """The entry's payload, fetching it (and those of the next deferred entries) if needed."""
@@ -98,11 +99,11 @@ class JournalCursor:
             return entry.payload
         # Entries are kept in journal order and dropped once consumed, so the next deferred
         # ones are at the front of the dict.
-        ahead = (e.seq for e in self._entries.values() if e.deferred and e.seq > entry.seq)
+        ahead = (e.seq for e in self.entries.values() if e.deferred and e.seq > entry.seq)
         wanted = [entry.seq, *itertools.islice(ahead, PAYLOAD_BATCH - 1)]
         fetched = await self._store.load_payloads(self._run_id, wanted)
         for seq, data in fetched.items():
-            target = entry if seq == entry.seq else self._entries.get(seq)
+            target = entry if seq == entry.seq else self.entries.get(seq)
             if target is not None:
                 target.payload = data
                 target.deferred = False
@@ -154,7 +155,6 @@ class Recorder:
 
     __slots__ = (
         "_cancelled",
-        "_flushing",
         "_seq",
         "_status_latest",
         "_status_task",
@@ -162,6 +162,7 @@ class Recorder:
         "codec",
         "cursor",
         "digest_codec",
+        "flushing",
         "host",
         "inflight",
         "pending",
@@ -203,7 +204,7 @@ class Recorder:
         self.wakeup = asyncio.Event()
         self._seq = 0
         self._cancelled: BaseException | None = None
-        self._flushing: asyncio.Future[None] | None = None
+        self.flushing: asyncio.Future[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
         self._status_latest: bytes | None = None
 
@@ -251,7 +252,8 @@ class Recorder:
     def recorded(self, seq: int, kind: str, name: str) -> Entry | None:
         """The journal's entry at ``seq`` if it has one (checked to be the same call), else
         None, after which the caller runs the call: refused if the run was cancelled."""
-        entry = self.cursor.take(seq)
+        recorded = self.cursor.entries  # cursor.take(), inlined: this runs once per call
+        entry = recorded.pop(seq, None) if recorded else None
         if entry is None:
             if self._cancelled is not None:
                 raise self._cancelled
@@ -318,7 +320,8 @@ class Recorder:
         return pending
 
     def has_pending(self) -> bool:
-        return bool(self.pending) or (self._flushing is not None and not self._flushing.done())
+        """Buffered values not yet durable: some to write, or a write of them in flight."""
+        return bool(self.pending) or (self.flushing is not None and not self.flushing.done())
 
     async def commit(self, entry: Entry, *, durable: bool = False) -> None:
         """Write ``entry`` now, with whatever values are buffered."""
@@ -331,21 +334,18 @@ class Recorder:
         """Append entries (fenced by the run's epoch). A passing database failure (a busy
         file, a dropped connection, a full disk that frees up) is retried with backoff, the
         chunks of large payloads included; losing the lease closes this execution."""
-        store, run = self.store, self.run
+        run = self.run
         if self.read_only:
             raise ReplayDiverged(
                 f"run {run.run_id!r}: the code now makes a call at journal position "
                 f"{entries[-1].seq} that the recorded run never made"
             )
-        large = any(e.payload is not None and len(e.payload) > OFFLOAD_THRESHOLD for e in entries)
-
-        async def attempt() -> None:
-            if large:
-                await offload(store, entries)
-            await store.write_entries(run.run_id, run.epoch, entries, durable=durable)
-
         try:
-            await attempt()
+            for entry in entries:  # a loop, not any(): this runs once per step
+                if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
+                    await offload(self.store, entries)
+                    break
+            await self.store.write_entries(run.run_id, run.epoch, entries, durable=durable)
         except LeaseLost:
             self.closed = True
             raise
@@ -353,10 +353,18 @@ class Recorder:
             raise
         except Exception:
             try:
-                await retry_transient(attempt, f"journal write of run {run.run_id!r}")
+                await retry_transient(
+                    lambda: self._write_again(entries, durable),
+                    f"journal write of run {run.run_id!r}",
+                )
             except LeaseLost:
                 self.closed = True
                 raise
+
+    async def _write_again(self, entries: list[Entry], durable: bool) -> None:
+        """A retried write: the chunks too (a full disk may have refused them), each time."""
+        await offload(self.store, entries)
+        await self.store.write_entries(self.run.run_id, self.run.epoch, entries, durable=durable)
 
     async def flush(self) -> None:
         """Make every buffered value durable before the caller's effect runs.
@@ -365,10 +373,10 @@ class Recorder:
         writing them; wait for that write too, not only for our own."""
         if self.pending:
             write = asyncio.ensure_future(self.write(self.take_pending()))
-            self._flushing = write
+            self.flushing = write
             await write
-        elif self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
+        elif self.flushing is not None and not self.flushing.done():
+            await asyncio.shield(self.flushing)
 
     # -- status (not journaled: it describes the run, it does not steer it) ------------------
     def publish_status(self, value: Any) -> None:

@@ -114,7 +114,8 @@ def step(
             ctx = current_run.get()
             if ctx is None:
                 return func(*args, **kwargs)
-            return cast("Context", ctx)._policy_step(policy, func, is_async, args, kwargs)
+            # No cast(): this is the hot path, and cast is a Python call.
+            return ctx._policy_step(policy, func, is_async, args, kwargs)  # type: ignore[attr-defined]
 
         wrapper.__undying_step__ = policy  # type: ignore[attr-defined]
         wrapper.__undying_target__ = func  # type: ignore[attr-defined]
