@@ -4,6 +4,7 @@ a real worker process, and one headless Chromium for the whole session."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import select
@@ -12,9 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -24,6 +25,7 @@ from undying.store.base import RunRecord
 from undying.web.routes import OpenBackend, create_app
 from undying.web.security import LOOPBACK_NAMES
 
+T = TypeVar("T")
 HERE = Path(__file__).parent
 ARTIFACTS = HERE / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -65,12 +67,19 @@ async def wait_for_status(db: str, run_id: str, statuses: set[str], timeout: flo
             await client.store.wait_for_change(0.2)
 
 
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end in a thread of its own: Playwright's sync API keeps an
+    event loop running in the test's thread, where ``asyncio.run`` refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def get_run(db: str, run_id: str) -> RunRecord | None:
     async def read() -> RunRecord | None:
         async with web_agents.make_app(db, worker=False) as client:
             return await client.store.get_run(run_id)
 
-    return asyncio.run(read())
+    return run_async(read())
 
 
 async def populate(db: str) -> None:
@@ -91,7 +100,7 @@ async def populate(db: str) -> None:
 @pytest.fixture(scope="module")
 def populated_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     db = str(tmp_path_factory.mktemp("ui") / "ui.db")
-    asyncio.run(populate(db))
+    run_async(populate(db))
     return db
 
 

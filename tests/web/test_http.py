@@ -3,7 +3,6 @@ real runs: access rules, CSRF, escaping, the pages' contents, actions and live s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, get_run, populate
+from conftest import TOKEN, get_run, populate, run_async
 from starlette.testclient import TestClient
 
 from undying.errors import InvalidArgument
@@ -39,7 +38,7 @@ def client_for(open_backend: OpenBackend, *, token: str | None = None) -> Iterat
 def fresh_db(tmp_path: Path) -> str:
     """A database of its own, for a test that changes runs."""
     db = str(tmp_path / "ui.db")
-    asyncio.run(populate(db))
+    run_async(populate(db))
     return db
 
 
@@ -359,4 +358,4 @@ def test_an_event_sent_from_the_page_reaches_the_run(fresh_db: str) -> None:
         )
     assert sent.headers["location"] == "/runs/digest-again?done=sent"
     assert "delivered already" in repeat.text
-    assert asyncio.run(events()) == ["poke"]
+    assert run_async(events()) == ["poke"]
