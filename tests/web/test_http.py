@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import web_agents
 from conftest import TOKEN, get_run, populate, run_async
 from starlette.testclient import TestClient
 
@@ -359,3 +360,21 @@ def test_an_event_sent_from_the_page_reaches_the_run(fresh_db: str) -> None:
     assert sent.headers["location"] == "/runs/digest-again?done=sent"
     assert "delivered already" in repeat.text
     assert run_async(events()) == ["poke"]
+
+
+def test_a_long_journal_is_drawn_a_page_at_a_time(tmp_path: Path) -> None:
+    db = str(tmp_path / "long.db")
+
+    async def long_run() -> None:
+        async with web_agents.make_app(db) as app:
+            await (await app.start("many-calls", 1200, run_id="long")).result()
+
+    run_async(long_run())
+    with client_for(app_backend(db)) as client:
+        first = client.get("/runs/long").text
+        last = client.get("/runs/long?page=2").text
+        beyond = client.get("/runs/long?page=99").text
+    assert first.count('class="tl-row') == 500 and "page 1 of 3" in first
+    assert last.count('class="tl-row') == 200 and "page 3 of 3" in last
+    assert 'data-seq="1199"' in last and 'data-seq="1199"' not in first
+    assert "page 3 of 3" in beyond  # past the end: the last page

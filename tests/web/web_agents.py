@@ -125,6 +125,12 @@ async def nightly_digest(ctx: Context, feeds: list[str]) -> str:
     raise ValueError(f"summary of {len(items)} items came back empty: the model refused")
 
 
+async def many_calls(ctx: Context, n: int) -> int:
+    for _ in range(n):
+        ctx.random()
+    return n
+
+
 async def hostile(ctx: Context) -> str:
     ctx.set_status(HOSTILE)
     return HOSTILE
@@ -136,6 +142,7 @@ def make_app(url: str | None = None, *, worker: bool = True) -> App:
     app.workflow(name="cite-sources")(cite_sources)
     app.workflow(name="nightly-digest")(nightly_digest)
     app.workflow(name="hostile-output")(hostile)
+    app.workflow(name="many-calls")(many_calls)
     return app
 
 

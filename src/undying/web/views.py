@@ -26,7 +26,7 @@ from ..store.base import (
     RunFilter,
     RunRecord,
 )
-from .timeline import Timeline, build_timeline, human_duration
+from .timeline import Bar, Timeline, build_timeline, human_duration
 from .values import Shown, displayable, show_frame, show_value
 
 PAGE_SIZE = 50
@@ -223,6 +223,7 @@ class RunView:
     run: RunRecord
     entries: list[Entry]
     timeline: Timeline
+    bars: list[Bar]  # the page of the timeline shown
     page: int
     pages: int
     status_value: Shown | None
@@ -270,14 +271,15 @@ async def run_view(reads: ReadSide, codec: Codec, run: RunRecord, page: int = 0)
     entries = await reads.load_journal_meta(run.run_id)
     pages = max((len(entries) + TIMELINE_PAGE - 1) // TIMELINE_PAGE, 1)
     page = min(max(page, 0), pages - 1)
-    shown = entries[page * TIMELINE_PAGE : (page + 1) * TIMELINE_PAGE]
+    timeline = build_timeline(entries, claims=run.epoch, now=now)  # executions need them all
     error, error_value = (
         decode_error(codec, run.error) if run.status == FAILED or run.error else (None, None)
     )
     return RunView(
         run=run,
         entries=entries,
-        timeline=build_timeline(shown, claims=run.epoch, now=now),
+        timeline=timeline,
+        bars=timeline.bars[page * TIMELINE_PAGE : (page + 1) * TIMELINE_PAGE],
         page=page,
         pages=pages,
         status_value=None if run.status_value is None else show_frame(codec, run.status_value),
