@@ -44,9 +44,19 @@ class ChangeFeed:
         self._reads = reads
         self._ticket = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: set when the server shuts down: every stream ends, so none holds the shutdown up
+        self.closed = False
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.ensure_future(self._watch())
+
+    def close_threadsafe(self) -> None:
+        """End every stream; callable from a signal handler or another thread."""
+        self.closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.bump)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -54,7 +64,8 @@ class ChangeFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.bump()  # streams still waiting re-render once and notice the shutdown
+        self.closed = True
+        self.bump()  # streams still waiting wake and end
 
     async def _watch(self) -> None:
         while True:
@@ -102,6 +113,8 @@ async def stream_updates(feed: ChangeFeed, render: Render) -> AsyncIterator[str]
         woke = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ticket.wait(), REFRESH)
+        if feed.closed:  # the server is stopping; the browser reconnects to the next one
+            return
         pause = 1.0 / MAX_RATE - (time.monotonic() - woke)
         if pause > 0:  # a rate limit, not a synchronization: changes meanwhile are coalesced
             await asyncio.sleep(pause)

@@ -122,6 +122,11 @@ class UI:
         assert self._backend is not None, "the UI's backend opens with the server"
         return self._backend
 
+    def stop_streams(self) -> None:
+        """End the live streams now (the server is shutting down); thread-safe."""
+        if self._feed is not None:
+            self._feed.close_threadsafe()
+
     @property
     def feed(self) -> ChangeFeed:
         assert self._feed is not None, "the UI's feed starts with the server"
@@ -395,4 +400,6 @@ def create_app(
     middleware = [
         Middleware(Guard, token=token, secret=secrets.token_bytes(32), allowed_hosts=allowed_hosts)
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=ui.lifespan)
+    web = Starlette(routes=routes, middleware=middleware, lifespan=ui.lifespan)
+    web.state.ui = ui
+    return web

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from types import FrameType
 
 from ..app import App
 from ..errors import InvalidArgument
@@ -69,11 +70,14 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     print(f"undying UI on http://{shown}:{port}/" + (" (token required)" if token else ""))
     config = uvicorn.Config(
-        web,
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=2,  # live pages hold streams open: do not wait on them
+        web, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
     )
-    uvicorn.Server(config).run()
+    ui = web.state.ui
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            ui.stop_streams()  # live pages hold streams open: end them, or shutdown waits
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
     return 0
