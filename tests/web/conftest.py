@@ -158,11 +158,15 @@ def worker_process(db: str) -> Iterator[subprocess.Popen[str]]:
             proc.stdout.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the session, driven by Playwright. Playwright's own
-    browsers are never downloaded: the Makefile installs Debian's chromium. Each launch
-    gets a fresh temporary profile (user data dir) that Playwright deletes afterwards."""
+    """One headless Debian Chromium for the browser tests (they live in one module, so this
+    is one browser per session), driven by Playwright. Playwright's own browsers are never
+    downloaded: the Makefile installs Debian's chromium. Each launch gets a fresh temporary
+    profile (user data dir) that Playwright deletes afterwards.
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the
+    test thread while it is open, and tests after these ones call ``asyncio.run``."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(
             f"the browser tests need Debian's chromium at {CHROMIUM}: `make test` installs it "
