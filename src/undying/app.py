@@ -74,6 +74,7 @@ class App:
         suspend_after: float = 1.0,
         max_concurrent_runs: int = 10_000,
         retention_days: float | None = None,
+        max_takeovers_without_progress: int | None = 5,
     ) -> None:
         for label, value in (("lease_ttl", lease_ttl), ("poll_interval", poll_interval)):
             if not isinstance(value, int | float) or value <= 0:
@@ -99,6 +100,18 @@ class App:
             raise InvalidArgument(f"retention_days must be >= 0, not {retention_days!r}")
         #: workers delete runs that ended longer ago than this, and their unused chunks, hourly
         self.retention_days = retention_days
+        if max_takeovers_without_progress is not None and (
+            not isinstance(max_takeovers_without_progress, int)
+            or isinstance(max_takeovers_without_progress, bool)
+            or max_takeovers_without_progress < 1
+        ):
+            raise InvalidArgument(
+                "max_takeovers_without_progress must be a whole number >= 1 (or None to never "
+                f"quarantine), not {max_takeovers_without_progress!r}"
+            )
+        #: a run taken over more often than this in a row, its journal never moving, is failed
+        #: as quarantined instead of taking yet another worker down (``undying resume`` resets)
+        self.max_takeovers_without_progress = max_takeovers_without_progress
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         self._store_template = store_from_url(database_url, durability=durability)
         self._store: Store | None = None
@@ -355,8 +368,16 @@ class App:
         there (debug an agent from a given turn with changed code or prompt)."""
         store = self._store_or_raise()
         source = await self._get(run_id)
-        if not isinstance(from_step, int) or from_step < 0:
+        if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
             raise InvalidArgument(f"from_step must be a journal position >= 0, not {from_step!r}")
+        journal = await store.load_journal_meta(run_id)
+        length = journal[-1].seq + 1 if journal else 0
+        if from_step > length:
+            held = f"positions 0..{length - 1}" if length else "no entries"
+            raise InvalidArgument(
+                f"from_step {from_step} is beyond the journal of run {run_id!r}, which holds "
+                f"{held}: use 0..{length} (0 re-runs everything, {length} reuses every entry)"
+            )
         new_id = (
             check_run_id(new_run_id)
             if new_run_id

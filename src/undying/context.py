@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import functools
 import inspect
+import logging
 import math
 import time
 import uuid
@@ -44,8 +45,10 @@ from .journal import (
 )
 from .payloads import OFFLOAD_THRESHOLD, offload
 from .steps import (
+    StepAborted,
     StepInfo,
     StepPolicy,
+    Unwinding,
     callable_name,
     current_context,
     idempotency_key_for,
@@ -74,17 +77,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _NO_ARGS_DIGEST = b""
+log = logging.getLogger("undying.steps")
 
 
 class ArgumentDigestChanged(UserWarning):
     """A replayed step was called with arguments that differ from the recorded ones."""
 
 
-class Suspended(BaseException):
+class Suspended(Unwinding):
     """Unwinds a workflow whose run was released to wait (internal control flow)."""
 
 
-class ContinueAsNew(BaseException):
+class ContinueAsNew(Unwinding):
     """Unwinds a workflow that asked to restart with fresh input (internal control flow)."""
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -147,27 +151,38 @@ class Context:
         return pending
 
     async def _write(self, entries: list[Entry], *, durable: bool = False) -> None:
-        for entry in entries:
-            if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
-                await offload(self._store, entries)
-                break
         try:
-            await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
+            for entry in entries:
+                if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
+                    await self._write_once(entries, durable)
+                    break
+            else:  # no payload to offload: the hot path, without a coroutine in between
+                await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
         except LeaseLost:
             self._closed = True
             raise
         except Exception:
-            # A passing database failure must not fail the run: retry, with backoff.
+            # A passing database failure (a busy file, a full disk that frees up, a dropped
+            # connection) must not fail the run: retry, with backoff.
             try:
                 await retry_transient(
-                    lambda: self._store.write_entries(
-                        self.run_id, self.epoch, entries, durable=durable
-                    ),
+                    lambda: self._write_once(entries, durable),
                     f"journal write of run {self.run_id!r}",
                 )
             except LeaseLost:
                 self._closed = True
                 raise
+
+    async def _write_once(self, entries: list[Entry], durable: bool) -> None:
+        """Store the chunks of large payloads, then the rows that refer to them. Both are
+        one attempt of the same retried write: a 250 KB result rides out what a small one
+        does. A retry re-offloads only the payloads still inline (the chunks are
+        content-addressed, so re-writing one is harmless)."""
+        for entry in entries:
+            if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
+                await offload(self._store, entries)
+                break
+        await self._store.write_entries(self.run_id, self.epoch, entries, durable=durable)
 
     async def _flush(self) -> None:
         """Make every recorded value durable before the caller's effect runs.
@@ -264,15 +279,19 @@ class Context:
                 try:
                     result = await run_attempt(info, policy, fn, is_async, args, kwargs)
                 except Exception as exc:
-                    if attempt > policy.retries or isinstance(exc, policy.non_retryable):
-                        await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
-                        raise step_failure(
-                            {"type": type_path(exc), "message": str(exc), "attempts": attempt},
-                            policy.name,
-                        ) from exc
-                    jitter = determinism.original("random.random")()
-                    await asyncio.sleep(policy.delay(attempt, jitter))
-                    continue
+                    failure: BaseException = exc
+                    if isinstance(exc, StepAborted):  # SystemExit & co. mean stop: no retry
+                        failure = exc.original
+                        self._log_aborted(seq, policy, failure)
+                    elif attempt <= policy.retries and not isinstance(exc, policy.non_retryable):
+                        jitter = determinism.original("random.random")()
+                        await asyncio.sleep(policy.delay(attempt, jitter))
+                        continue
+                    await self._record_failure(seq, policy, arg_digest, attempt, started, failure)
+                    raise step_failure(
+                        {"type": type_path(failure), "message": str(failure), "attempts": attempt},
+                        policy.name,
+                    ) from failure
                 try:
                     payload = self._codec.encode(result, root=f"result of step {policy.name}")
                 except SerializationError as exc:
@@ -301,6 +320,17 @@ class Context:
         payload = describe_error(exc, self._codec, attempts=attempt, as_is=as_is)
         await self._write(
             [_done(seq, "step", policy.name, ERROR, payload, arg_digest, attempt, started)]
+        )
+
+    def _log_aborted(self, seq: int, policy: StepPolicy, exc: BaseException) -> None:
+        log.error(
+            "run %r: step %r at journal position %d raised %s: %s; recorded as the step's "
+            "failure, not retried (raise an Exception for a failure to retry)",
+            self.run_id,
+            policy.name,
+            seq,
+            type_path(exc).replace(":", "."),
+            exc,
         )
 
     async def _in_doubt(self, seq: int, policy: StepPolicy, entry: Entry) -> StepInDoubt:

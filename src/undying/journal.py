@@ -19,6 +19,7 @@ from .codec import Codec
 from .errors import (
     EventTimeout,
     NonDeterminismError,
+    RunQuarantined,
     SerializationError,
     StepFailed,
     StepInDoubt,
@@ -117,6 +118,9 @@ def describe_error(exc: BaseException, codec: Codec, **extra: Any) -> bytes:
         "seq",
         "attempt",
         "idempotency_key",
+        "run_id",
+        "takeovers",
+        "position",
     ):
         if hasattr(exc, attr) and isinstance(getattr(exc, attr), str | int):
             info.setdefault("attrs", {})[attr] = getattr(exc, attr)
@@ -138,6 +142,12 @@ def rebuild_error(info: dict[str, Any]) -> BaseException:
         "undying.errors:StepInDoubt": lambda: StepInDoubt(message, **_pick(attrs, StepInDoubt)),
         "undying.errors:EventTimeout": lambda: EventTimeout(message),
         "undying.errors:WorkflowCancelled": lambda: WorkflowCancelled(message),
+        "undying.errors:WorkflowFailed": lambda: WorkflowFailed(
+            message, **_pick(attrs, WorkflowFailed)
+        ),
+        "undying.errors:RunQuarantined": lambda: RunQuarantined(
+            message, **_pick(attrs, RunQuarantined)
+        ),
     }
     if type_path in special:
         return special[type_path]()
@@ -159,6 +169,8 @@ def _pick(attrs: dict[str, Any], cls: type) -> dict[str, Any]:
     allowed = {
         StepFailed: ("step_name", "error_type", "error_message", "attempts"),
         StepInDoubt: ("step_name", "seq", "attempt", "idempotency_key"),
+        WorkflowFailed: ("error_type", "error_message"),
+        RunQuarantined: ("run_id", "takeovers", "position"),
     }[cls]
     return {k: v for k, v in attrs.items() if k in allowed}
 

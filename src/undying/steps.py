@@ -12,11 +12,11 @@ import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, overload
 
-from .errors import InvalidArgument, UndyingError
+from .errors import InvalidArgument, UndyingError, WorkflowCancelled
 
 if TYPE_CHECKING:
     from .context import Context
@@ -226,6 +226,35 @@ def _check_policy(
         raise InvalidArgument("non_retryable must be a tuple of exception classes")
 
 
+class Unwinding(BaseException):
+    """Base of undying's internal control flow (a workflow suspended or restarted): like the
+    run's own cancellation, it passes through steps and workflow code untouched."""
+
+
+class StepAborted(Exception):
+    """Carries out of a step a BaseException that is not the run unwinding: ``SystemExit``
+    (argparse inside a tool raises it), ``KeyboardInterrupt`` raised by code, a
+    ``CancelledError`` a library raised on its own. Left alone it would stop the event loop,
+    or end the run's task silently and get the run taken over again and again; carried as an
+    ordinary exception it becomes the step's recorded failure, without retries."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original
+
+
+def unwinds_the_run(exc: BaseException) -> bool:
+    """Whether a BaseException raised in a run must propagate as it is: the task executing it
+    is being cancelled (worker shutdown, a timeout around the call), undying delivers the
+    run's cancellation or its own control flow, or the coroutine is being closed.
+
+    A ``CancelledError`` while nobody cancels the task was raised by the code itself."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return isinstance(exc, GeneratorExit | WorkflowCancelled | Unwinding)
+
+
 async def run_attempt(
     info: StepInfo,
     policy: StepPolicy,
@@ -235,21 +264,46 @@ async def run_attempt(
     kwargs: dict[str, Any],
 ) -> Any:
     """One attempt of a step, with the step's identity visible to its code and the workflow
-    context hidden from it (a step may read clocks and call other steps as plain functions)."""
+    context hidden from it (a step may read clocks and call other steps as plain functions).
+
+    Raises ``StepAborted`` for a BaseException the step raised that is not the run unwinding
+    (see ``unwinds_the_run``), also from a sync step's thread."""
     info_token = current_step_info.set(info)
     ctx_token = current_context.set(None)
     try:
         if is_async:
             if policy.timeout is None:
                 return await fn(*args, **kwargs)
-            return await asyncio.wait_for(fn(*args, **kwargs), policy.timeout)
+            return await asyncio.wait_for(_contained(fn(*args, **kwargs)), policy.timeout)
         call = asyncio.to_thread(fn, *args, **kwargs)
         if policy.timeout is None:
             return await call
-        return await asyncio.wait_for(call, policy.timeout)
+        return await asyncio.wait_for(_contained(call), policy.timeout)
+    except Exception:
+        raise
+    except BaseException as exc:
+        _contain(exc)
     finally:
         current_context.reset(ctx_token)
         current_step_info.reset(info_token)
+
+
+async def _contained(attempt: Awaitable[Any]) -> Any:
+    """Await an attempt inside the task ``asyncio.wait_for`` runs it in (Python 3.11): a
+    SystemExit escaping a task stops the event loop before the caller could see it."""
+    try:
+        return await attempt
+    except Exception:
+        raise
+    except BaseException as exc:
+        _contain(exc)
+
+
+def _contain(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` again if it unwinds the run, else a ``StepAborted`` carrying it."""
+    if unwinds_the_run(exc):
+        raise exc
+    raise StepAborted(exc) from exc
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

@@ -16,11 +16,26 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .context import Context, ContinueAsNew, Suspended
-from .errors import LeaseLost, SerializationError, UnknownWorkflow, WorkflowCancelled
-from .journal import JournalCursor, describe_error
+from .errors import (
+    LeaseLost,
+    RunQuarantined,
+    SerializationError,
+    UnknownWorkflow,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from .journal import JournalCursor, describe_error, type_path
 from .retention import collect_garbage
-from .steps import current_context
-from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord, retry_transient
+from .steps import current_context, unwinds_the_run
+from .store.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    Claim,
+    RunRecord,
+    progress_position,
+    retry_transient,
+)
 
 if TYPE_CHECKING:
     from .app import App
@@ -110,8 +125,6 @@ class Worker:
             del self.tasks[run_id]
             if self._backlog:
                 self.poke()  # the last claim was cut short by the limit: work may be waiting
-        if not task.cancelled() and task.exception() is not None:
-            log.error("run %s crashed the worker task", run_id, exc_info=task.exception())
 
     async def _scheduler(self) -> None:
         store = self.app._store_or_raise()
@@ -179,6 +192,18 @@ class Worker:
     async def _execute(self, run: RunRecord, fresh: bool) -> None:
         try:
             await self._execute_run(run, fresh)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit) and unwinds_the_run(exc):
+                raise
+            # Its lease is no longer renewed: the run is taken over when it expires, and
+            # counts as a takeover without progress unless its journal moved.
+            log.error(
+                "run %r: its task died of %s: %s; it is taken over when its lease expires",
+                run.run_id,
+                type_path(exc).replace(":", "."),
+                exc,
+                exc_info=exc,
+            )
         finally:
             self.cancelled.discard(run.run_id)
             self.app._stopped_here(run.run_id)
@@ -186,6 +211,8 @@ class Worker:
     async def _execute_run(self, run: RunRecord, fresh: bool) -> None:
         app = self.app
         store = app._store_or_raise()
+        if run.stalled_takeovers and await self._quarantined(run):
+            return
         spec = app._workflows.get(run.workflow)
         if spec is None:
             exc = UnknownWorkflow(
@@ -236,10 +263,13 @@ class Worker:
             except WorkflowCancelled as exc:
                 await self._finish_ctx(ctx, run, CANCELLED, None, exc)
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 await self._finish_ctx(ctx, run, FAILED, None, exc)
+                return
+            except BaseException as exc:
+                if unwinds_the_run(exc):
+                    raise
+                await self._finish_ctx(ctx, run, FAILED, None, self._aborted(run, exc))
                 return
             finally:
                 current_context.reset(token)
@@ -254,6 +284,50 @@ class Worker:
                 return
             await self._finish(run, COMPLETED, output, None, pending=ctx._take_pending())
             return
+
+    async def _quarantined(self, run: RunRecord) -> bool:
+        """Fail a run that keeps taking its workers down (see ``max_takeovers_without_progress``)
+        instead of executing it once more; True if it was quarantined."""
+        limit = self.app.max_takeovers_without_progress
+        generation, position = progress_position(run.progress_mark)
+        if limit is None or run.stalled_takeovers <= limit:
+            log.warning(
+                "run %r: taken over %d time(s) in a row without progress at journal position "
+                "%d (its owner died or stopped renewing its lease); %s",
+                run.run_id,
+                run.stalled_takeovers,
+                position,
+                "never quarantined" if limit is None else f"quarantined after {limit}",
+            )
+            return False
+        exc = RunQuarantined(
+            run_id=run.run_id,
+            takeovers=run.stalled_takeovers,
+            position=position,
+            generation=generation,
+        )
+        log.error("%s", exc)
+        await self._finish(run, FAILED, None, describe_error(exc, self.app.codec))
+        return True
+
+    def _aborted(self, run: RunRecord, exc: BaseException) -> WorkflowFailed:
+        """The run's failure for a BaseException its workflow code raised (SystemExit, a
+        CancelledError of its own): recorded, instead of stopping the worker or ending the
+        run's task silently (and having the run taken over again and again)."""
+        error_type = type_path(exc).replace(":", ".")
+        log.error(
+            "run %r: the workflow raised %s: %s; the run is marked failed",
+            run.run_id,
+            error_type,
+            exc,
+        )
+        failed = WorkflowFailed(
+            f"the workflow raised {error_type}: {exc}",
+            error_type=error_type,
+            error_message=str(exc),
+        )
+        failed.__cause__ = exc
+        return failed
 
     async def _release_if_still_mine(self, run: RunRecord) -> None:
         """After a failed write, hand the run back unless another worker really owns it now,

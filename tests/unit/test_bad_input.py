@@ -67,6 +67,29 @@ def test_unknown_names_and_runs(db_path: str) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("from_step", [4, 10**30])
+def test_fork_beyond_the_journal_names_the_valid_range(db_path: str, from_step: int) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def three(ctx: Context) -> int:
+        for i in range(3):
+            await echo(i)
+        return 3
+
+    async def main() -> list[str]:
+        async with app:
+            await (await app.start(three, run_id="three")).result(timeout=10)
+            with pytest.raises(InvalidArgument, match=r"holds positions 0\.\.2: use 0\.\.3"):
+                await app.fork("three", from_step=from_step, new_run_id="three-fork")
+            forked = await app.fork("three", from_step=3)  # the whole journal is fine
+            assert await forked.result(timeout=10) == 3
+            return [r.run_id for r in await app.list_runs()]
+
+    runs = asyncio.run(main())
+    assert "three-fork" not in runs and len(runs) == 2  # the refused fork created nothing
+
+
 def test_unserializable_argument_names_its_path(db_path: str) -> None:
     app = temp_app(db_path)
 

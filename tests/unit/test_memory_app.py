@@ -129,9 +129,9 @@ def test_children_return_and_cancel_ends_the_whole_tree(url: str) -> None:
         async with app:
             assert await (await app.start(parent, run_id="p")).result(timeout=10) == [3, 10, 20]
             handle = await app.start(stuck, run_id="c")
-            await until(lambda: _exists(app, "c.0"))
+            await until(lambda: _exists(app, "c~0"))
             await app.cancel("c")
-            for run_id in ("c", "c.0"):
+            for run_id in ("c", "c~0"):
                 with pytest.raises(WorkflowCancelled):
                     await app.handle(run_id).result(timeout=10)
             assert await handle.status() == "cancelled"

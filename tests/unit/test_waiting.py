@@ -250,7 +250,8 @@ def test_wait_first_and_patched(db_path: str) -> None:
     async def main() -> object:
         async with app:
             first = await (await app.start(race, run_id="race")).result(timeout=10)
-            forked = await app.fork("race", from_step=10)
+            recorded = len(await app.store.load_journal_meta("race"))
+            forked = await app.fork("race", from_step=recorded)  # reuse every entry
             return first, await forked.result(timeout=10)
 
     first, replayed = asyncio.run(main())
@@ -445,7 +446,8 @@ def test_race_a_step_against_a_timer_and_parallel_sleeps_replay(db_path: str) ->
             t0 = clock.perf_counter()
             first = await (await app.start(race, run_id="rc")).result(timeout=10)
             elapsed = clock.perf_counter() - t0
-            forked = await app.fork("rc", from_step=99)
+            recorded = len(await app.store.load_journal_meta("rc"))
+            forked = await app.fork("rc", from_step=recorded)  # reuse every entry
             return first, await forked.result(timeout=10), elapsed
 
     first, replayed, elapsed = asyncio.run(main())

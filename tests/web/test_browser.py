@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import web_agents
-from conftest import ARTIFACTS, TOKEN, run_async, serve, wait_for_status, worker_process
 from playwright.sync_api import expect
+from web_helpers import ARTIFACTS, TOKEN, run_async, serve, wait_for_status, worker_process
 
 from undying.web.server import app_backend
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import web_agents
-from conftest import TOKEN, get_run, populate, run_async
 from starlette.testclient import TestClient
+from web_helpers import TOKEN, get_run, populate, run_async
 
 from undying.errors import InvalidArgument
 from undying.store.base import ReadSide

@@ -115,6 +115,22 @@ class RunRecord:
     generation: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: take-overs in a row that found the journal where the previous claim left it
+    stalled_takeovers: int = 0
+    #: where the journal stood at the last claim (see ``progress_position``)
+    progress_mark: int = 0
+
+
+#: ``progress_mark`` is ``generation * PROGRESS_STRIDE + position after the last entry``, so
+#: a new generation (continue_as_new empties the journal) is progress too. Claims compute it
+#: in SQL; positions are 32-bit in the journal, so they never reach the stride.
+PROGRESS_STRIDE = 1 << 31
+
+
+def progress_position(mark: int) -> tuple[int, int]:
+    """(generation, journal position) a ``progress_mark`` stands for."""
+    generation, position = divmod(mark, PROGRESS_STRIDE)
+    return generation, position
 
 
 @dataclass(slots=True)

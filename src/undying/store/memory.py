@@ -33,6 +33,7 @@ from .base import (
     OK,
     OPEN_STATUSES,
     PENDING,
+    PROGRESS_STRIDE,
     RUNNING,
     TERMINAL,
     WAITING,
@@ -368,6 +369,7 @@ class MemoryStore(Store):
             return False
         run.error, run.cancel_requested = None, False
         run.owner = run.lease_expires = None
+        run.stalled_takeovers = 0
         self._set_status(run, PENDING, now)
         self._committed()
         return True
@@ -409,6 +411,7 @@ class MemoryStore(Store):
             ):
                 run.owner, run.lease_expires, run.epoch = owner, lease_expires, run.epoch + 1
                 run.updated_at = now
+                self._note_progress(run, takeover=True)
                 claims.append(Claim(dataclasses.replace(run), takeover=True))
         limit -= len(claims)
         for name, limits in queues.items():
@@ -446,8 +449,20 @@ class MemoryStore(Store):
             run.owner, run.lease_expires, run.epoch = owner, lease_expires, run.epoch + 1
             run.wake_at = None
             self._set_status(run, RUNNING, now)
+            self._note_progress(run, takeover=False)
             claims.append(Claim(dataclasses.replace(run)))
         return claims
+
+    def _note_progress(self, run: RunRecord, *, takeover: bool) -> None:
+        """Where the journal stands at this claim (the run_progress view of the SQL stores): a
+        take-over that finds it unmoved counts as stalled, any movement resets the count."""
+        journal = self.db.journals.get(run.run_id)
+        mark = run.generation * PROGRESS_STRIDE + (max(journal) + 1 if journal else 0)
+        if mark != run.progress_mark:
+            run.stalled_takeovers = 0
+        elif takeover:
+            run.stalled_takeovers += 1
+        run.progress_mark = mark
 
     def _queue_room(self, limits: QueueLimits, mine: int, now: float) -> int:
         room = 1 << 30
