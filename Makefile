@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
+# The browser tests (tests/web) drive Debian's chromium; Playwright never downloads its own.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint bench bench-peers clean venv
 
@@ -18,12 +20,19 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests (once; log in $(VENV)/chromium-install.log)"
+	@mkdir -p $(VENV)
+	@{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		> $(VENV)/chromium-install.log 2>&1 \
+		|| { echo "could not install chromium (see $(VENV)/chromium-install.log); as root: apt-get install chromium"; exit 1; }
+
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m undying demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -229,12 +229,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    print(
-        "the web UI is not built yet; `undying runs`, `undying show RUN` and "
-        "RunHandle.watch() cover the same ground for now",
-        file=sys.stderr,
-    )
-    return 2
+    from .web.server import serve  # needs the [ui] extra: imported only for this command
+
+    return serve(args.db, host=args.host, port=args.port, token=args.token, app_path=args.app)
 
 
 # -- the parser --------------------------------------------------------------------------------
@@ -323,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ui", "serve the web UI", json=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", help="required off 127.0.0.1 (default: $UNDYING_UI_TOKEN)")
+    p.add_argument("--app", metavar="MODULE:APP", help="import it to decode its classes")
     command("migrate", "apply database migrations")
     p = command("gc", "delete old runs and the chunks no journal refers to")
     p.add_argument(

@@ -39,6 +39,7 @@ from .base import (
     WAITING,
     Claim,
     Entry,
+    EventRecord,
     NewRun,
     QueueLimits,
     RunFilter,
@@ -253,18 +254,42 @@ class MemoryStore(Store):
         run = self.db.runs.get(run_id)
         return None if run is None else dataclasses.replace(run)
 
+    def _matching(self, flt: RunFilter) -> Iterator[RunRecord]:
+        """Runs matching every field of ``flt`` but status, offset and limit."""
+        for run in reversed(self.db.runs.values()):
+            if (
+                (flt.workflow is None or run.workflow == flt.workflow)
+                and (flt.parent_id is None or run.parent_id == flt.parent_id)
+                and (flt.created_after is None or run.created_at >= flt.created_after)
+                and (flt.run_id_contains is None or flt.run_id_contains in run.run_id)
+            ):
+                yield run
+
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        found = [
-            run
-            for run in reversed(self.db.runs.values())
-            if (flt.status is None or run.status == flt.status)
-            and (flt.workflow is None or run.workflow == flt.workflow)
-            and (flt.parent_id is None or run.parent_id == flt.parent_id)
-        ]
+        found = [r for r in self._matching(flt) if flt.status is None or r.status == flt.status]
         found.sort(key=lambda run: run.created_at, reverse=True)
+        del found[: flt.offset]
         if flt.limit >= 0:  # as SQLite's LIMIT: a negative one is no limit
             del found[flt.limit :]
         return [dataclasses.replace(run) for run in found]
+
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in self._matching(flt):
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+    async def list_workflows(self) -> list[str]:
+        return sorted({run.workflow for run in self.db.runs.values()})
+
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        events = self.db.events.get(run_id, [])
+        if limit >= 0:  # as SQLite's LIMIT: a negative one is no limit
+            events = events[:limit]
+        return [
+            EventRecord(e.name, e.key, bytes(e.payload), e.created_at, e.consumed_seq)
+            for e in events
+        ]
 
     def _set_status(self, run: RunRecord, status: str, now: float) -> None:
         """Change a run's status, telling a parent when the run ends (SQLite's trigger

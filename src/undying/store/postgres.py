@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
@@ -42,6 +43,7 @@ from .base import (
     RUNNING,
     Claim,
     Entry,
+    EventRecord,
     NewRun,
     QueueLimits,
     RunFilter,
@@ -360,15 +362,27 @@ class PostgresStore(Store):
         return RunRecord(*row) if row else None
 
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        params = {
-            "status": flt.status,
-            "workflow": flt.workflow,
-            "parent_id": flt.parent_id,
-            "limit": flt.limit,
-        }
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["list_runs"], params)
+            cur = await conn.execute(self._q["list_runs"], asdict(flt))
             return [RunRecord(*row) for row in await cur.fetchall()]
+
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["count_runs_by_status"], asdict(flt))
+            return {status: int(count) for status, count in await cur.fetchall()}
+
+    async def list_workflows(self) -> list[str]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["list_workflows"])
+            return [str(name) for (name,) in await cur.fetchall()]
+
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["list_events"], (run_id, limit))
+            return [
+                EventRecord(name, key, bytes(payload), created_at, consumed_seq)
+                for name, key, payload, created_at, consumed_seq in await cur.fetchall()
+            ]
 
     async def _append(
         self, conn: Conn, run_id: str, epoch: int, entries: Sequence[Entry]

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .base import (
     RUNNING,
     Claim,
     Entry,
+    EventRecord,
     NewRun,
     QueueLimits,
     RunFilter,
@@ -297,19 +299,19 @@ class SQLiteStore(Store):
         return _record(row) if row else None
 
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        sql = self._q["get_run"].split("WHERE")[0]
-        where: list[str] = []
-        params: list[Any] = []
-        for column in ("status", "workflow", "parent_id"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(flt.limit)
-        return [_record(r) for r in self.db.execute(sql, params)]
+        rows = self.db.execute(self._q["list_runs"], asdict(flt))
+        return [_record(r) for r in rows]
+
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        rows = self.db.execute(self._q["count_runs_by_status"], asdict(flt))
+        return {status: count for status, count in rows}
+
+    async def list_workflows(self) -> list[str]:
+        return [name for (name,) in self.db.execute(self._q["list_workflows"])]
+
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        rows = self.db.execute(self._q["list_events"], (run_id, limit))
+        return [EventRecord(*row) for row in rows]
 
     def _write_pending(
         self, db: sqlite3.Connection, run_id: str, epoch: int, pending: Sequence[Entry]

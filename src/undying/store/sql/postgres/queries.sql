@@ -80,8 +80,10 @@ FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(run_id_contains)s::text IS NULL OR strpos(run_id, %(run_id_contains)s::text) > 0)
 ORDER BY created_at DESC
-LIMIT %(limit)s
+LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: append_entry
 -- The epoch fence is folded into the INSERT (see the top of this file): a fenced-out writer
@@ -497,3 +499,20 @@ WITH at_epoch AS (
     WHERE run_id IN (SELECT run_id FROM archived) AND epoch = %(epoch)s
 )
 SELECT run_id FROM archived
+
+-- Read side (store.base.ReadSide: the CLI and the web UI). A filter left NULL matches all.
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(run_id_contains)s::text IS NULL OR strpos(run_id, %(run_id_contains)s::text) > 0)
+GROUP BY status
+
+-- name: list_workflows
+SELECT DISTINCT workflow FROM runs ORDER BY workflow
+
+-- name: list_events
+SELECT name, key, payload, created_at, consumed_seq FROM events
+WHERE run_id = %s ORDER BY id LIMIT %s

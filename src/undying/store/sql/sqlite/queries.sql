@@ -202,3 +202,34 @@ SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
 
 -- name: blob_hashes
 SELECT hash FROM blobs WHERE written_at < ?
+
+-- Read side (store.base.ReadSide: the CLI and the web UI). A filter left NULL matches all.
+
+-- name: list_runs
+-- The columns of get_run (sqlite._record reads them by position).
+SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+       cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+       created_at, updated_at, stalled_takeovers, progress_mark
+FROM runs
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:run_id_contains IS NULL OR instr(run_id, :run_id_contains) > 0)
+ORDER BY created_at DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM runs
+WHERE (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:run_id_contains IS NULL OR instr(run_id, :run_id_contains) > 0)
+GROUP BY status
+
+-- name: list_workflows
+SELECT DISTINCT workflow FROM runs ORDER BY workflow
+
+-- name: list_events
+SELECT name, key, payload, created_at, consumed_seq FROM events
+WHERE run_id = ? ORDER BY id LIMIT ?
