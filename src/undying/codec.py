@@ -18,7 +18,9 @@ Bodies are compressed only when they are larger than ``compress_threshold``, com
 saves space, and the frame is still small enough to be stored whole: frames above
 :data:`CHUNK_THRESHOLD` are left uncompressed because the store splits them into content-defined
 chunks (:mod:`undying.chunking`) and compresses each chunk; a whole-payload zstd stream would make
-every turn of a growing history look new and defeat deduplication.
+every turn of a growing history look new and defeat deduplication. So a zstd body never holds more
+than ``CHUNK_THRESHOLD`` bytes, and one that claims more (or does not record its size) is refused
+before anything is allocated.
 
 msgpack carries None, bool, int, float, str, bytes, list and dict natively. ``strict_types`` sends
 everything else, including tuples, subclasses such as ``IntEnum`` and ints beyond 64 bits, to
@@ -64,6 +66,8 @@ _HEADER: Final = {_PLAIN: b"\x01", _ZSTD: b"\x02"}
 _CRC_SEED: Final = {code: zlib.crc32(byte) for code, byte in _HEADER.items()}
 _CRC: Final = struct.Struct("<I")
 _OVERHEAD: Final = 1 + _CRC.size
+_MAX_COMPRESSED_BODY: Final = CHUNK_THRESHOLD - _OVERHEAD
+"""Bodies up to this size may be compressed (larger ones are chunked): no zstd body holds more."""
 
 
 def _frame(header: int, body: bytes) -> bytes:
@@ -135,9 +139,11 @@ def zstd_compress(data: bytes | bytearray | memoryview) -> bytes:
 
 
 def zstd_decompress(data: bytes | bytearray | memoryview, limit: int) -> bytes:
-    """Decompress one zstd frame, refusing one that claims to hold more than ``limit`` bytes.
+    """Decompress one zstd frame, refusing one that claims to hold more than ``limit`` bytes or
+    does not say how much it holds.
 
-    The limit keeps a damaged header from making us allocate gigabytes.
+    undying only writes frames that record their size, and knows the most each can hold, so a
+    damaged or planted header cannot make it allocate gigabytes.
     """
     import zstandard
 
@@ -145,7 +151,12 @@ def zstd_decompress(data: bytes | bytearray | memoryview, limit: int) -> bytes:
         size = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
         raise SerializationError(f"stored payload is corrupt: bad zstd frame ({exc})") from None
-    if size < 0 or size > limit:
+    if size < 0:
+        raise SerializationError(
+            "stored payload is corrupt: its zstd frame does not record its size (undying always "
+            "writes it)"
+        )
+    if size > limit:
         raise SerializationError(
             f"stored payload is corrupt: zstd frame claims {size} bytes (at most {limit} expected)"
         )
@@ -353,7 +364,7 @@ class Codec:
         except Exception as exc:  # whatever failed, the walk below says where
             raise self._explain(value, root, exc) from None
         size = len(body)
-        if self.compress_threshold < size <= CHUNK_THRESHOLD - _OVERHEAD:
+        if self.compress_threshold < size <= _MAX_COMPRESSED_BODY:
             packed = zstd_compress(body)
             if len(packed) < size:
                 return _frame(_ZSTD, packed)
@@ -470,7 +481,7 @@ class Codec:
                 "stored payload is corrupt or truncated: its CRC32 checksum does not match"
             )
         if header == _ZSTD:
-            body = zstd_decompress(body, sys.maxsize)
+            body = zstd_decompress(body, _MAX_COMPRESSED_BODY)
         try:
             return msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
         except SerializationError:

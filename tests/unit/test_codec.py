@@ -585,3 +585,45 @@ def test_any_corruption_is_detected(value: Any, big: bool, data: st.DataObject) 
     cut = data.draw(st.integers(0, len(encoded) - 1), label="cut")
     with pytest.raises(SerializationError):
         codec.decode(encoded[:cut])
+
+
+def zstd_frame(declared: int | None, data: bytes) -> bytes:
+    """A zstd frame holding ``data`` in one raw block, whose header declares ``declared`` bytes
+    (no size at all when None): what a damaged or planted payload could hold."""
+    if declared is None:
+        header = bytes((0x00, 0x58))  # no content size, window descriptor
+    else:
+        header = bytes((0xC0, 0x58)) + declared.to_bytes(8, "little")  # 8-byte content size
+    block = (1 | (len(data) << 3)).to_bytes(3, "little")  # last block, raw
+    return b"\x28\xb5\x2f\xfd" + header + block + data
+
+
+def test_a_zstd_frame_is_never_decompressed_beyond_what_the_format_allows() -> None:
+    import zstandard
+
+    honest = zstd_frame(3, msgpack.packb([1, 2]))
+    assert zstandard.ZstdDecompressor().decompress(honest) == msgpack.packb([1, 2])
+    assert codec.decode(frame(honest, header=0x02)) == [1, 2]
+    # 64 KB of frame claiming 2 GiB: refused from its header, in a process that could not even
+    # allocate that much.
+    bomb = frame(zstd_frame(2**31, b"\x00" * 65536), header=0x02)
+    code = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from undying.codec import Codec
+from undying.errors import SerializationError
+try:
+    Codec().decode(bytes.fromhex(sys.stdin.read()))
+except SerializationError as exc:
+    print("refused:", exc)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=bomb.hex(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "claims 2147483648 bytes (at most 16379 expected)" in out.stdout
+    for header in (0x02,):
+        with pytest.raises(SerializationError, match="does not record its size"):
+            codec.decode(frame(zstd_frame(None, msgpack.packb([1])), header=header))
+        with pytest.raises(SerializationError, match="claims 16380 bytes"):
+            codec.decode(frame(zstd_frame(16380, msgpack.packb([1])), header=header))
