@@ -23,6 +23,7 @@ from .errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
+from .known_types import register_type
 from .steps import StepInfo, current_step, idempotency_key, step
 
 __version__ = "0.1.0"
@@ -50,5 +51,6 @@ __all__ = [
     "__version__",
     "current_step",
     "idempotency_key",
+    "register_type",
     "step",
 ]

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from . import determinism
+from . import determinism, known_types
 from .codec import Codec
 from .errors import (
     InvalidArgument,
@@ -124,6 +124,7 @@ class App:
                     "(ctx, ...) as its arguments"
                 )
             wf_name = name or callable_name(func)
+            known_types.register_function(func)  # its module's classes may be read back
             existing = self._workflows.get(wf_name)
             if existing is not None and existing.fn is not func:
                 raise InvalidArgument(f"two workflows are registered as {wf_name!r}; pass name=")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
+from . import known_types
 from .errors import InvalidArgument, UndyingError
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ def step(
             at_most_once=at_most_once,
             non_retryable=tuple(non_retryable),
         )
+        known_types.register_function(func)  # its module's classes may be read back
         is_async = inspect.iscoroutinefunction(func)
 
         @functools.wraps(func)
