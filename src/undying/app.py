@@ -123,7 +123,7 @@ class App:
                     f"workflow {callable_name(func)} must be an `async def` function taking "
                     "(ctx, ...) as its arguments"
                 )
-            wf_name = name or callable_name(func)
+            wf_name = name or callable_name(func, strict=True)
             known_types.register_function(func)  # its module's classes may be read back
             existing = self._workflows.get(wf_name)
             if existing is not None and existing.fn is not func:

@@ -103,10 +103,13 @@ def current_step() -> StepInfo | None:
     return current_step_info.get()
 
 
-def callable_name(fn: Callable[..., Any]) -> str:
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
-    return f"{module}:{qualname}"
+def callable_name(fn: Callable[..., Any], *, strict: bool = False) -> str:
+    """``module:qualname``, the default journal name of a workflow or step.
+
+    A function of a script run as ``python agent.py`` is named ``agent:...``, the name it has in
+    ``undying worker agent:app``; ``strict`` (registering a workflow or decorated step) refuses a
+    ``__main__`` that no other process can import (InvalidArgument: pass ``name=``)."""
+    return known_types.qualified_name(fn, strict=strict)
 
 
 _DEFAULT_POLICIES: dict[Any, StepPolicy] = {}
@@ -171,7 +174,7 @@ def step(
         if not callable(func):
             raise InvalidArgument(f"@undying.step needs a function, not {func!r}")
         policy = StepPolicy(
-            name=name or callable_name(func),
+            name=name or callable_name(func, strict=True),
             retries=retries,
             backoff=backoff,
             retry_delay=retry_delay,
