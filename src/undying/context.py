@@ -40,7 +40,6 @@ from .journal import (
     mismatch,
     rebuild_error,
     step_failure,
-    type_path,
 )
 from .payloads import OFFLOAD_THRESHOLD, offload
 from .steps import (
@@ -265,11 +264,11 @@ class Context:
                     result = await run_attempt(info, policy, fn, is_async, args, kwargs)
                 except Exception as exc:
                     if attempt > policy.retries or isinstance(exc, policy.non_retryable):
-                        await self._record_failure(seq, policy, arg_digest, attempt, started, exc)
-                        raise step_failure(
-                            {"type": type_path(exc), "message": str(exc), "attempts": attempt},
-                            policy.name,
-                        ) from exc
+                        payload = await self._record_failure(
+                            seq, policy, arg_digest, attempt, started, exc
+                        )
+                        # Raised from the record, so that replay raises exactly the same.
+                        raise step_failure(self._codec.decode(payload), policy.name)  # noqa: B904
                     jitter = determinism.original("random.random")()
                     await asyncio.sleep(policy.delay(attempt, jitter))
                     continue
@@ -297,11 +296,12 @@ class Context:
         exc: BaseException,
         *,
         as_is: bool = False,
-    ) -> None:
+    ) -> bytes:
         payload = describe_error(exc, self._codec, attempts=attempt, as_is=as_is)
         await self._write(
             [_done(seq, "step", policy.name, ERROR, payload, arg_digest, attempt, started)]
         )
+        return payload
 
     async def _in_doubt(self, seq: int, policy: StepPolicy, entry: Entry) -> StepInDoubt:
         """An intent without an outcome: record (once) and surface StepInDoubt."""
