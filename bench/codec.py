@@ -3,7 +3,7 @@
 Microseconds per call: the best of ``--reps`` timeit runs (for a CPU-bound call of a few
 microseconds the minimum is what the code costs; the rest is other processes). ``--against DIR``
 also loads ``DIR/src/undying/codec.py`` (another checkout, e.g. ``git worktree add /tmp/base
-main``) as a separate module and times both in the same process, value by value, so the columns
+main``) as a separate module and times both in the same process, alternating, so the columns
 are comparable on a busy machine.
 """
 
@@ -76,8 +76,8 @@ def _load_other(checkout: str) -> Any:
     return module.Codec()
 
 
-def _best(fn: Any, number: int, reps: int) -> float:
-    return min(timeit.repeat(fn, number=number, repeat=reps)) / number * 1e6
+def _once(fn: Any, number: int) -> float:
+    return timeit.timeit(fn, number=number) / number * 1e6
 
 
 def main() -> None:
@@ -95,11 +95,16 @@ def main() -> None:
         frames = {name: codec.encode(value) for name, codec in codecs.items()}
         size = len(frames["this"])
         number = max(1, 20000 // max(1, size // 64))
-        cells = []
+        calls = []
         for name, codec in codecs.items():
             data = frames[name]
-            cells.append(_best(lambda c=codec, v=value: c.encode(v), number, reps))
-            cells.append(_best(lambda c=codec, d=data: c.decode(d), number, reps))
+            calls.append(lambda c=codec, v=value: c.encode(v))
+            calls.append(lambda c=codec, d=data: c.decode(d))
+        times: list[list[float]] = [[] for _ in calls]
+        for _ in range(reps):  # alternating, so a burst of load hits every column alike
+            for call, column in zip(calls, times, strict=True):
+                column.append(_once(call, number))
+        cells = [min(column) for column in times]
         print(f"{label:<20} {size:>7}" + "".join(f" {cell:>10.3f}" for cell in cells))
 
 
