@@ -25,6 +25,7 @@ from .errors import (
     WorkflowFailed,
 )
 from .journal import ArgumentDigestChanged
+from .known_types import register_type
 from .scope import StepInfo
 from .steps import current_context, current_step, idempotency_key, in_workflow, step
 
@@ -56,5 +57,6 @@ __all__ = [
     "current_step",
     "idempotency_key",
     "in_workflow",
+    "register_type",
     "step",
 ]

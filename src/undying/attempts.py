@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from . import determinism
+from . import determinism, known_types
 from .errors import (
     InvalidArgument,
     LeaseLost,
@@ -88,10 +88,13 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def callable_name(fn: Callable[..., Any]) -> str:
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
-    return f"{module}:{qualname}"
+def callable_name(fn: Callable[..., Any], *, strict: bool = False) -> str:
+    """``module:qualname``, the default journal name of a workflow or step.
+
+    A function of a script run as ``python agent.py`` is named ``agent:...``, the name it has in
+    ``undying worker agent:app``; ``strict`` (registering a workflow or decorated step) refuses a
+    ``__main__`` that no other process can import (InvalidArgument: pass ``name=``)."""
+    return known_types.qualified_name(fn, strict=strict)
 
 
 _DEFAULT_POLICIES: dict[Any, StepPolicy] = {}
@@ -166,10 +169,8 @@ async def run_step(
                 await rec.write(
                     [done(seq, "step", policy.name, ERROR, payload, arg_digest, attempt, started)]
                 )
-                raise step_failure(
-                    {"type": type_path(failure), "message": str(failure), "attempts": attempt},
-                    policy.name,
-                ) from failure
+                # Raised from the record, so that replay raises exactly the same.
+                raise step_failure(rec.codec.decode(payload), policy.name)  # noqa: B904
             try:
                 payload = rec.codec.encode(result, root=f"result of step {policy.name}")
             except SerializationError as exc:

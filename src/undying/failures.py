@@ -1,17 +1,19 @@
 """How errors are written to the journal and raised again from it.
 
 A failed step, a timed-out wait and a run's own error are recorded as encoded descriptions
-(type, message, traceback, the attributes that matter), so that replay raises, at the same
-call, an exception equal to the one the first execution raised, in any process.
+(type, message, traceback, args, the encodable part of the instance's ``__dict__``), so that
+replay raises, at the same call, an exception equal to the one the first execution raised, in
+any process, without importing anything the database names.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from . import known_types
 from .codec import Codec
 from .errors import (
     EventTimeout,
@@ -25,10 +27,16 @@ from .errors import (
 
 
 def describe_error(exc: BaseException, codec: Codec, **extra: Any) -> bytes:
-    """Encode an exception so it can be raised again, identically, on replay."""
+    """Encode an exception so it can be raised again, identically, on replay.
+
+    Records its class, message, ``args``, the part of its ``__dict__`` the codec can encode
+    (an SDK error's ``body`` and ``status_code``, not its live ``response``) and its traceback.
+    The class becomes known in this process, so the error can be rebuilt here.
+    """
     cls = type(exc)
+    known_types.encoding_ref(cls)
     info: dict[str, Any] = {
-        "type": f"{cls.__module__}:{cls.__qualname__}",
+        "type": type_path(exc),
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc))[-4000:],
         **extra,
@@ -47,16 +55,34 @@ def describe_error(exc: BaseException, codec: Codec, **extra: Any) -> bytes:
     ):
         if hasattr(exc, attr) and isinstance(getattr(exc, attr), str | int):
             info.setdefault("attrs", {})[attr] = getattr(exc, attr)
+    info["args"] = exc.args if _encodes(exc.args, codec) else None
+    info["state"] = {name: value for name, value in vars(exc).items() if _encodes(value, codec)}
     try:
-        codec.encode(exc.args)
-        info["args"] = exc.args
+        return codec.encode(info)
+    except SerializationError:  # each part encodes alone, but not together (too deep, say)
+        info["args"] = info["state"] = None
+        return codec.encode(info)
+
+
+def _encodes(value: Any, codec: Codec) -> bool:
+    try:
+        codec.encode(value)
     except SerializationError:
-        info["args"] = None
-    return codec.encode(info)
+        return False
+    return True
 
 
 def rebuild_error(info: dict[str, Any]) -> BaseException:
-    """The exception an encoded error stands for (a ``WorkflowFailed`` if it can't be rebuilt)."""
+    """The exception an encoded error stands for, or a ``WorkflowFailed`` carrying its recorded
+    type and message when it cannot be rebuilt.
+
+    Only ordinary ``Exception`` subclasses known in this process are rebuilt (see
+    :mod:`undying.known_types`): never a ``SystemExit`` or another ``BaseException``, which would
+    end the caller's process or loop, and never by importing a module the payload names. The
+    class's ``__init__`` is not called (SDK errors take keyword-only arguments the journal cannot
+    hold): ``args`` and the recorded ``__dict__`` are restored, and the recorded traceback is
+    added as a note.
+    """
     type_path: str = info.get("type", "")
     message: str = info.get("message", "")
     attrs: dict[str, Any] = info.get("attrs") or {}
@@ -74,18 +100,38 @@ def rebuild_error(info: dict[str, Any]) -> BaseException:
     }
     if type_path in special:
         return special[type_path]()
-    module_name, _, qualname = type_path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        args = info.get("args")
-        if isinstance(obj, type) and issubclass(obj, BaseException) and args is not None:
-            exc: BaseException = obj(*args)
+    cls = known_types.lookup(type_path) if isinstance(type_path, str) else None
+    args = info.get("args")
+    if cls is not None and issubclass(cls, Exception) and isinstance(args, list | tuple):
+        exc = _rebuilt(cls, tuple(args), recorded_state="state" in info)
+        if exc is not None:
+            state = info.get("state")
+            if isinstance(state, dict):
+                exc.__dict__.update(state)
+            recorded = info.get("traceback")
+            if isinstance(recorded, str) and recorded:
+                exc.add_note(f"recorded traceback:\n{recorded.rstrip()}")
             return exc
-    except Exception:
-        pass
-    return WorkflowFailed(error_type=type_path.replace(":", "."), error_message=message)
+    return WorkflowFailed(error_type=str(type_path).replace(":", "."), error_message=message)
+
+
+def _rebuilt(cls: type[Exception], args: tuple[Any, ...], recorded_state: bool) -> Exception | None:
+    """An instance of ``cls`` holding ``args``, made without running ``__init__``.
+
+    Errors recorded before their ``__dict__`` was (no ``state``) are rebuilt by calling the class,
+    as they always were: ``__init__`` is what restores their attributes."""
+    if not recorded_state:
+        with contextlib.suppress(Exception):
+            return cls(*args)
+    for attempt in (args, ()):
+        try:
+            exc = cls.__new__(cls, *attempt)
+        except Exception:
+            continue
+        if isinstance(exc, cls):
+            exc.args = args
+            return exc
+    return None
 
 
 def _pick(attrs: dict[str, Any], cls: type) -> dict[str, Any]:
@@ -117,5 +163,6 @@ def step_failure(info: dict[str, Any], step_name: str) -> BaseException:
 
 
 def type_path(exc: BaseException) -> str:
-    """``module:qualname`` of an exception's class, as errors are recorded."""
-    return f"{type(exc).__module__}:{type(exc).__qualname__}"
+    """``module:qualname`` of an exception's class, as errors are recorded (``__main__`` under
+    the name a worker imports the script by)."""
+    return known_types.class_ref(type(exc))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from . import known_types
 from .attempts import callable_name
 from .errors import InvalidArgument, UnknownWorkflow
 from .store.base import QueueLimits
@@ -38,7 +39,8 @@ class Registry:
             )
         if name is not None and (not isinstance(name, str) or not name):
             raise InvalidArgument(f"a workflow name must be a non-empty string, not {name!r}")
-        wf_name = name or callable_name(fn)
+        wf_name = name or callable_name(fn, strict=True)
+        known_types.register_function(fn)  # its module's classes may be read back
         existing = self.workflows.get(wf_name)
         if existing is not None and existing.fn is not fn:
             raise InvalidArgument(f"two workflows are registered as {wf_name!r}; pass name=")

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from . import known_types
 from .attempts import StepPolicy, callable_name
 from .errors import InvalidArgument, UndyingError
 from .scope import StepInfo, current_run
@@ -106,7 +107,8 @@ def step(
     def decorate(func: F) -> F:
         if not callable(func):
             raise InvalidArgument(f"@undying.step needs a function, not {func!r}")
-        policy = StepPolicy(name or callable_name(func), **options)
+        policy = StepPolicy(name or callable_name(func, strict=True), **options)
+        known_types.register_function(func)  # its module's classes may be read back
         is_async = inspect.iscoroutinefunction(func)
 
         @functools.wraps(func)
