@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Generic, TypeVar, overload
 
-from . import determinism
+from . import determinism, observe
 from .codec import Codec
 from .errors import InvalidArgument, RunNotFound, StoreError, WorkflowCancelled
 from .failures import rebuild_error
@@ -254,7 +254,9 @@ class App:
         self.registry.check_queue(queue)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidArgument(f"priority must be an int, not {priority!r}")
-        encoded = self.codec.encode([list(args), kwargs], root="workflow arguments")
+        encoded = self.codec.encode(
+            observe.pack_input(args, kwargs, observe.carry()), root="workflow arguments"
+        )
         now = time.time()
         deadline = None
         if timeout is not None:

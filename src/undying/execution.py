@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +55,13 @@ async def execute(
     ctx: ActiveRun,
     args: list[Any] | tuple[Any, ...],
     kwargs: dict[str, Any],
+    carried: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run ``fn(ctx, *args, **kwargs)`` to its end against ``rec``; see the module docstring.
 
     The run's deadline (if any) cancels it when it passes; a cancellation requested before
-    the execution started is delivered at its first journaled call."""
+    the execution started is delivered at its first journaled call. ``carried``: what the
+    run's input carries for the observer (``observe.unpack_input``)."""
     run = rec.run
     deadline_timer: asyncio.TimerHandle | None = None
     if run.deadline is not None:
@@ -74,7 +76,9 @@ async def execute(
         rec.cancel(WorkflowCancelled())
     watcher = observe.observer
     watched = (
-        None if watcher is None else watcher.run_started(run, replaying=bool(rec.cursor.entries))
+        None
+        if watcher is None
+        else watcher.run_started(run, replaying=bool(rec.cursor.entries), carried=carried or {})
     )
     outcome = await _run(rec, fn, ctx, args, kwargs, deadline_timer)
     if watcher is not None:

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from . import observe
 from .app import App, RunHandle
 from .context import Context
 from .errors import InvalidArgument, NonDeterminismError
@@ -154,7 +155,7 @@ async def replay_check(app: App, *, limit: int = 1000) -> list[ReplayProblem]:
                 read_only=True,
             )
             run.cancel_requested, run.deadline = False, None  # replay the run as it ran
-            args, kwargs = app.codec.decode(run.input)
+            args, kwargs, _ = observe.unpack_input(app.codec.decode(run.input))
             outcome = await execute(rec, spec.fn, Context(rec), args, kwargs)
             error = outcome.error
             if outcome.status == SUSPENDED:

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from . import observe
 from .attempts import unwinds_the_run
 from .codec import Codec
 from .context import Context
@@ -129,7 +130,9 @@ class Worker:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        encoded = self.codec.encode([list(args), kwargs], root="child workflow arguments")
+        encoded = self.codec.encode(
+            observe.pack_input(args, kwargs, observe.carry()), root="child workflow arguments"
+        )
         now = time.time()
         created, record = await self.store.create_run(
             NewRun(child_id, workflow, encoded, parent_id=parent_id),
@@ -300,7 +303,7 @@ class Worker:
             return
         while True:
             try:
-                args, kwargs = self.codec.decode(run.input)
+                args, kwargs, carried = observe.unpack_input(self.codec.decode(run.input))
                 cursor = (
                     JournalCursor.empty(self.store, run.run_id)
                     if fresh
@@ -322,13 +325,13 @@ class Worker:
                 rec.cancel(WorkflowCancelled())
             self.recorders[run.run_id] = rec
             try:
-                outcome = await execute(rec, spec.fn, Context(rec), args, kwargs)
+                outcome = await execute(rec, spec.fn, Context(rec), args, kwargs, carried)
             finally:
                 if self.recorders.get(run.run_id) is rec:
                     del self.recorders[run.run_id]
             if outcome.status == CONTINUED:
                 assert outcome.again is not None
-                run = await self._continue_as_new(rec, outcome)
+                run = await self._continue_as_new(rec, outcome, carried)
                 fresh = True
                 continue
             await self._settle(run, outcome)
@@ -373,12 +376,15 @@ class Worker:
         await self._finish(run, FAILED, None, describe_error(exc, self.codec))
         return True
 
-    async def _continue_as_new(self, rec: Recorder, outcome: Outcome) -> RunRecord:
+    async def _continue_as_new(
+        self, rec: Recorder, outcome: Outcome, carried: dict[str, str]
+    ) -> RunRecord:
         run = rec.run
         again = outcome.again
         assert again is not None
-        new_input = self.codec.encode(
-            [list(again.call_args), again.call_kwargs], root="continue_as_new arguments"
+        new_input = self.codec.encode(  # the next generation carries what the run carried
+            observe.pack_input(again.call_args, again.call_kwargs, carried),
+            root="continue_as_new arguments",
         )
         await rec.flush()
         await self.store.continue_as_new(run.run_id, run.epoch, new_input, time.time())

@@ -17,9 +17,15 @@ from undying.testing import temp_app
 class Recording:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
+        self.carried: list[tuple[str, dict[str, str]]] = []
+        self.to_carry: dict[str, str] = {}
 
-    def run_started(self, run: RunRecord, *, replaying: bool) -> object:
+    def carry(self) -> Mapping[str, str]:
+        return self.to_carry
+
+    def run_started(self, run: RunRecord, *, replaying: bool, carried: Mapping[str, str]) -> object:
         self.events.append(("run", run.run_id, replaying))
+        self.carried.append((run.run_id, dict(carried)))
         return run.run_id
 
     def run_finished(self, token: object, status: str, error: BaseException | None) -> None:
@@ -102,3 +108,53 @@ def test_executions_and_steps_are_reported_replayed_or_not(
         ("step end", 0, None),
         ("run end", "w", "completed", None),
     ]
+
+
+def test_what_a_run_carries_reaches_every_execution_of_it_and_its_children(
+    recording: Recording, db_path: str
+) -> None:
+    def make() -> undying.App:
+        app = temp_app(db_path)
+
+        @app.workflow(name="kid")
+        async def kid(ctx: undying.Context) -> int:
+            return 1
+
+        @app.workflow(name="carrier")
+        async def carrier(ctx: undying.Context, n: int) -> int:
+            got = await ctx.call("kid")
+            await ctx.wait_for_event("go")
+            return n + int(got)
+
+        return app
+
+    async def first() -> list[Any]:
+        async with make() as app:
+            recording.to_carry = {"traceparent": "caller"}
+            handle = await app.start("carrier", 1, run_id="c")
+            recording.to_carry = {}
+            await undying.testing.wait_for_status(handle, "waiting")
+            raw = await app.store.get_run("c")
+            assert raw is not None
+            return list(app.codec.decode(raw.input))
+
+    async def second() -> int:
+        async with make() as app:
+            await app.send_event("c", "go")
+            return int(await app.handle("c").result(timeout=10))
+
+    assert asyncio.run(first()) == [[1], {}, {"traceparent": "caller"}]
+    assert asyncio.run(second()) == 2
+    # every execution of the run (at least its first and the one after the restart) got it;
+    # the child got what was current when the parent started it: nothing, in this observer
+    parents = [carried for run_id, carried in recording.carried if run_id == "c"]
+    assert len(parents) >= 2
+    assert all(carried == {"traceparent": "caller"} for carried in parents)
+    assert [carried for run_id, carried in recording.carried if run_id == "c~0"] == [{}]
+
+
+def test_input_without_anything_carried_is_stored_as_before() -> None:
+    assert observe.pack_input((1, 2), {"k": 3}, {}) == [[1, 2], {"k": 3}]
+    assert observe.unpack_input([[1, 2], {"k": 3}]) == ([1, 2], {"k": 3}, {})
+    packed = observe.pack_input((1,), {}, {"traceparent": "t"})
+    assert observe.unpack_input(packed) == ([1], {}, {"traceparent": "t"})

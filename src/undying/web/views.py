@@ -300,12 +300,13 @@ async def run_view(reads: ReadSide, codec: Codec, run: RunRecord, page: int = 0)
 
 
 def _input(codec: Codec, frame: bytes) -> Shown:
-    """Workflow arguments are stored as [args, kwargs]: show them as such."""
+    """Workflow arguments are stored as [args, kwargs] (and what observers carry, not shown):
+    show them as such."""
     try:
         value = codec.decode(frame)
     except UndyingError:
         return show_frame(codec, frame)
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], dict):
+    if isinstance(value, list) and len(value) in (2, 3) and isinstance(value[1], dict):
         value = {"args": value[0], "kwargs": value[1]} if value[1] else value[0]
     shown = show_value(value)
     shown.stored_bytes = len(frame)
