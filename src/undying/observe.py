@@ -64,8 +64,10 @@ def install(new: Observer | None) -> Observer | None:
 #: semantic conventions): ``provider`` ("openai", "anthropic", ...), ``operation`` ("chat",
 #: "embeddings", ...), ``model`` (requested), ``response_model`` (what answered),
 #: ``response_id``, ``finish_reasons`` (a list of str), ``temperature``, ``max_tokens``, and
-#: the token counts ``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
-#: ``cache_creation_input_tokens`` (ints, which add up over one step attempt's calls).
+#: the token counts (ints, which add up over one step attempt's calls) ``input_tokens``
+#: (everything sent, cached tokens included, as ``undying.tokens`` counts them),
+#: ``output_tokens``, ``cached_tokens`` (the part of the input served from the provider's
+#: prompt cache) and ``cache_write_tokens`` (the part written to it).
 MODEL_CALL_KEYS = (
     "provider",
     "operation",
@@ -77,8 +79,8 @@ MODEL_CALL_KEYS = (
     "max_tokens",
     "input_tokens",
     "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
 )
 
 

@@ -77,8 +77,8 @@ GENAI_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "max_tokens": ("gen_ai.request.max_tokens",),
     "input_tokens": ("gen_ai.usage.input_tokens",),
     "output_tokens": ("gen_ai.usage.output_tokens",),
-    "cache_read_input_tokens": ("gen_ai.usage.cache_read.input_tokens",),
-    "cache_creation_input_tokens": ("gen_ai.usage.cache_creation.input_tokens",),
+    "cached_tokens": ("gen_ai.usage.cache_read.input_tokens",),
+    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens",),
 }
 #: keys whose values add up when one attempt annotates several model calls
 _SUMMED = frozenset(

@@ -31,8 +31,8 @@ async def ask_model(prompt: str) -> str:
             max_tokens=256,
             input_tokens=100,
             output_tokens=20,
-            cache_read_input_tokens=64,
-            cache_creation_input_tokens=0,
+            cached_tokens=64,
+            cache_write_tokens=0,
             customer="acme",
             **{"app.prompt.version": 3},
         )
