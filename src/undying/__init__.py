@@ -23,7 +23,8 @@ from .errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
-from .steps import StepInfo, current_step, idempotency_key, step
+from .steps import StepInfo, current_step, idempotency_key, in_workflow, step
+from .steps import workflow_context as current_context
 
 __version__ = "0.1.0"
 
@@ -48,7 +49,9 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "__version__",
+    "current_context",
     "current_step",
     "idempotency_key",
+    "in_workflow",
     "step",
 ]

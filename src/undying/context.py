@@ -271,7 +271,7 @@ class Context:
                             policy.name,
                         ) from exc
                     jitter = determinism.original("random.random")()
-                    await asyncio.sleep(policy.delay(attempt, jitter))
+                    await asyncio.sleep(policy.delay(attempt, jitter, exc))
                     continue
                 try:
                     payload = self._codec.encode(result, root=f"result of step {policy.name}")

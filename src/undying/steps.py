@@ -36,9 +36,16 @@ class StepPolicy:
     timeout: float | None = None
     at_most_once: bool = False
     non_retryable: tuple[type[BaseException], ...] = ()
+    #: seconds the failure itself asks for (an HTTP ``Retry-After``), or None for the backoff
+    retry_delay_from: Callable[[BaseException], float | None] | None = None
 
-    def delay(self, attempt: int, jitter: float) -> float:
-        """Seconds to wait after failed ``attempt`` (1-based): exponential, capped, jittered."""
+    def delay(self, attempt: int, jitter: float, exc: BaseException | None = None) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based): what the error asks for when
+        ``retry_delay_from`` knows, else exponential, capped, jittered."""
+        if self.retry_delay_from is not None and exc is not None:
+            asked = self.retry_delay_from(exc)
+            if asked is not None:
+                return min(self.max_delay, max(0.0, asked))
         base = min(self.max_delay, self.retry_delay * self.backoff ** (attempt - 1))
         return base * (0.5 + jitter / 2)
 
@@ -76,6 +83,18 @@ current_context: contextvars.ContextVar[Context | None] = contextvars.ContextVar
 current_step_info: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "undying_step", default=None
 )
+
+
+def workflow_context() -> Context | None:
+    """The context of the workflow whose code is running; None outside a workflow and inside
+    a step (whose code runs as plain code). Exported as ``undying.current_context()`` so that
+    libraries can make their calls journaled without a ``ctx`` being passed down to them."""
+    return current_context.get()
+
+
+def in_workflow() -> bool:
+    """Whether the calling code is workflow code (where calls are journaled and replayed)."""
+    return current_context.get() is not None
 
 
 def idempotency_key() -> str:
@@ -138,6 +157,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Callable[[F], F]: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -151,6 +171,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Any:
     """Make a function a durable step.
 
@@ -158,8 +179,12 @@ def step(
     (capped at ``max_delay``, jittered); exceptions in ``non_retryable`` fail at once;
     ``timeout`` bounds each attempt. ``at_most_once=True`` records an intent durably before
     the call, so a crash mid-call surfaces as ``StepInDoubt`` instead of a second call.
+    ``retry_delay_from(exc)`` may return the seconds a failure asks to wait (a rate limit's
+    ``Retry-After``, say; capped at ``max_delay``), used instead of the backoff.
     """
     _check_policy(retries, backoff, retry_delay, max_delay, timeout, at_most_once, non_retryable)
+    if retry_delay_from is not None and not callable(retry_delay_from):
+        raise InvalidArgument("retry_delay_from must be a function of the exception, or None")
     if at_most_once and retries:
         raise InvalidArgument(
             "an at_most_once step cannot be retried automatically (a retry is a second run); "
@@ -178,6 +203,7 @@ def step(
             timeout=timeout,
             at_most_once=at_most_once,
             non_retryable=tuple(non_retryable),
+            retry_delay_from=retry_delay_from,
         )
         is_async = inspect.iscoroutinefunction(func)
 
