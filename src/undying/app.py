@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import determinism
 from .codec import Codec
@@ -42,6 +42,9 @@ from .store.base import (
     Store,
 )
 from .validation import check_event_name, check_event_payload, check_run_id
+
+if TYPE_CHECKING:
+    from .llm.usage import TokenUsage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -379,6 +382,13 @@ class App:
         record = await self._get(run_id)
         return None if record.status_value is None else self.codec.decode(record.status_value)
 
+    async def token_usage(self, run_id: str) -> TokenUsage:
+        """The run's model tokens (``undying.llm``): spent, failed, and saved by replay."""
+        from .llm.usage import load_token_usage
+
+        await self._get(run_id)
+        return await load_token_usage(self._store_or_raise(), run_id)
+
     async def _get(self, run_id: str) -> RunRecord:
         check_run_id(run_id)
         record = await self._store_or_raise().get_run(run_id)
@@ -453,6 +463,9 @@ class RunHandle:
 
     async def get_status(self) -> Any:
         return await self.app.get_status(self.run_id)
+
+    async def token_usage(self) -> TokenUsage:
+        return await self.app.token_usage(self.run_id)
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to end; return its result or raise its error."""

@@ -90,6 +90,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             print(f"result    {_short(codec.decode(run.output))}")
         if run.error is not None:
             print(f"error     {rebuild_error(codec.decode(run.error))!r}")
+        await _show_token_usage(app, run.run_id)
         print("\nSEQ  KIND    STATUS   ATTEMPT  NAME / VALUE")
         for entry in await app.store.load_journal_meta(run.run_id):
             value = ""
@@ -103,6 +104,13 @@ async def _cmd_show(args: argparse.Namespace) -> int:
                 f"{entry.name}  {value}"
             )
     return 0
+
+
+async def _show_token_usage(app: App, run_id: str) -> None:
+    from .llm.usage import usage_lines
+
+    for line in usage_lines(await app.token_usage(run_id)):
+        print(line)
 
 
 def _short(value: Any, width: int = 80) -> str:

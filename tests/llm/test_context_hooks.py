@@ -3,6 +3,7 @@ library to find the running workflow, and a retry delay chosen by the failure it
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -63,5 +64,5 @@ def test_retry_delay_from_replaces_the_backoff(app: App, run: Any) -> None:
             return int(await (await app.start(wf)).result(timeout=20))
 
     assert run(main()) == 3
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(0.04 <= g < 5 for g in gaps), gaps

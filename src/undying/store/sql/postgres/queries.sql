@@ -409,6 +409,8 @@ WITH RECURSIVE tree (run_id) AS (
     DELETE FROM events WHERE run_id IN (SELECT run_id FROM tree)
 ), lineage_gone AS (
     DELETE FROM lineage WHERE run_id IN (SELECT run_id FROM tree)
+), usage_gone AS (
+    DELETE FROM usage WHERE run_id IN (SELECT run_id FROM tree)
 )
 DELETE FROM runs WHERE run_id IN (SELECT run_id FROM tree)
 
@@ -441,3 +443,19 @@ WITH archived AS (
     WHERE run_id IN (SELECT run_id FROM archived)
 )
 SELECT run_id FROM archived
+
+-- name: put_usage
+INSERT INTO usage (run_id, generation, seq, epoch, attempt, kind, provider, model, outcome,
+                   calls, input_tokens, output_tokens, cached_tokens, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO UPDATE SET
+    outcome = excluded.outcome, calls = excluded.calls, input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens,
+    created_at = excluded.created_at
+
+-- name: load_usage
+SELECT kind, outcome, provider, model, SUM(calls)::bigint, SUM(input_tokens)::bigint,
+       SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint
+FROM usage WHERE run_id = %s
+GROUP BY kind, outcome, provider, model
+ORDER BY kind, provider, model, outcome

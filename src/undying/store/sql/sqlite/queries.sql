@@ -182,3 +182,19 @@ SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
 
 -- name: blob_hashes
 SELECT hash FROM blobs WHERE written_at < ?
+
+-- name: put_usage
+INSERT INTO usage (run_id, generation, seq, epoch, attempt, kind, provider, model, outcome,
+                   calls, input_tokens, output_tokens, cached_tokens, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO UPDATE SET
+    outcome = excluded.outcome, calls = excluded.calls, input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens,
+    created_at = excluded.created_at
+
+-- name: load_usage
+SELECT kind, outcome, provider, model, SUM(calls), SUM(input_tokens), SUM(output_tokens),
+       SUM(cached_tokens)
+FROM usage WHERE run_id = ?
+GROUP BY kind, outcome, provider, model
+ORDER BY kind, provider, model, outcome

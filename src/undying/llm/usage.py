@@ -1,0 +1,232 @@
+"""Token accounting: what a run spent on model calls, and what replay saved it.
+
+Every attempt that reaches a provider writes one usage row (``spent``), whether it succeeded,
+failed or was cut mid-stream, so the totals are what the provider billed as far as the
+provider told us. A call that replay answers from the journal costs nothing; its recorded
+tokens are added up as ``saved``. Saved tokens are not written one row per replayed call per
+recovery: the calls replayed in one burst (a recovery replays everything before the first
+live call without waiting on anything real) are summed in memory and written as one row per
+model, after the burst, by a task of its own.
+
+Rows are written outside the journal and unfenced: tokens a worker spent before it lost its
+lease were spent all the same. A failure to write a usage row is logged and never fails the
+model call: accounting must not break an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..store.base import SAVED, SPENT, UsageRow, UsageTotal
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..store.base import Store
+
+log = logging.getLogger("undying.llm")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A number of model calls and the tokens they used."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0  # part of input_tokens served from the provider's prompt cache
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.calls + other.calls,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTokens:
+    """What one provider's model spent in a run."""
+
+    provider: str
+    model: str
+    spent: Tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """A run's model tokens (``await app.token_usage(run_id)``).
+
+    ``spent``: every call attempt that reached a provider, in all executions of the run.
+    ``failed``: the part of ``spent`` that bought no recorded answer: failed attempts, streams
+    cut mid-way, and attempts still streaming when their worker died (``open``: counted with
+    what the provider had reported by then).
+    ``saved``: calls that replay answered from the journal instead of paying for them again.
+    """
+
+    spent: Tokens = Tokens()
+    failed: Tokens = Tokens()
+    saved: Tokens = Tokens()
+    by_model: tuple[ModelTokens, ...] = ()
+
+    @classmethod
+    def from_totals(cls, totals: Iterable[UsageTotal]) -> TokenUsage:
+        spent = failed = saved = Tokens()
+        models: dict[tuple[str, str], Tokens] = {}
+        for t in totals:
+            tokens = Tokens(t.calls, t.input_tokens, t.output_tokens, t.cached_tokens)
+            if t.kind == SAVED:
+                saved += tokens
+                continue
+            spent += tokens
+            if t.outcome != "ok":
+                failed += tokens
+            key = (t.provider, t.model)
+            models[key] = models.get(key, Tokens()) + tokens
+        by_model = tuple(ModelTokens(p, m, tok) for (p, m), tok in sorted(models.items()))
+        return cls(spent, failed, saved, by_model)
+
+
+async def load_token_usage(store: Store, run_id: str) -> TokenUsage:
+    try:
+        totals = await store.load_usage(run_id)
+    except NotImplementedError:
+        totals = []
+    return TokenUsage.from_totals(totals)
+
+
+def usage_lines(usage: TokenUsage) -> list[str]:
+    """``undying show``'s lines about tokens (none for a run that made no model call)."""
+    if not usage.spent.calls and not usage.saved.calls:
+        return []
+    lines = [f"tokens    spent {_tokens(usage.spent)}"]
+    if usage.failed.calls:
+        lines.append(f"          of which failed or cut {_tokens(usage.failed)}")
+    if usage.saved.calls:
+        lines.append(f"          saved by replay {_tokens(usage.saved)}")
+    for m in usage.by_model:
+        lines.append(f"          {m.provider} {m.model}: {_tokens(m.spent)}")
+    return lines
+
+
+def _tokens(t: Tokens) -> str:
+    cached = f" ({t.cached_tokens} cached)" if t.cached_tokens else ""
+    return f"{t.input_tokens} in{cached} + {t.output_tokens} out in {t.calls} call(s)"
+
+
+# -- writing ------------------------------------------------------------------------------
+_warned_stores: set[str] = set()
+
+
+async def write_rows(store: Store, rows: list[UsageRow]) -> None:
+    try:
+        await store.add_usage(rows)
+    except NotImplementedError:
+        name = type(store).__name__
+        if name not in _warned_stores:
+            _warned_stores.add(name)
+            log.warning("%s keeps no token usage; model calls are not accounted", name)
+    except Exception as exc:  # accounting must never fail the call it accounts
+        log.warning("could not record token usage of run %r: %s", rows[0].run_id, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    """Where a model call sits: enough to key its usage rows."""
+
+    store: Store
+    run_id: str
+    generation: int
+    epoch: int
+
+
+def call_site(ctx: Context) -> CallSite:
+    return CallSite(ctx._app.store, ctx.run_id, ctx.generation, ctx.epoch)
+
+
+def spent_row(
+    site: CallSite,
+    seq: int,
+    attempt: int,
+    provider: str,
+    model: str,
+    outcome: str,
+    usage: Mapping[str, int] | None,
+) -> UsageRow:
+    u = usage or {}
+    return UsageRow(
+        site.run_id,
+        site.generation,
+        seq,
+        site.epoch,
+        attempt,
+        SPENT,
+        provider,
+        model,
+        outcome,
+        1,
+        int(u.get("input", 0)),
+        int(u.get("output", 0)),
+        int(u.get("cached", 0)),
+        time.time(),
+    )
+
+
+class _SavedBurst:
+    """Saved tokens of one execution of a run, per (provider, model), so far.
+
+    One row per model and execution (position -1), rewritten with the
+    running totals: a later write is a superset of an earlier one, so writes may be batched
+    (replayed calls that come before the write task runs share its write) and none is lost
+    by a later one. Measured in tests/llm/test_usage_rows.py: a recovery that replays 20
+    calls adds one row."""
+
+    def __init__(self, site: CallSite) -> None:
+        self.site = site
+        self.tokens: dict[tuple[str, str], Tokens] = {}
+        self.dirty = False
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, provider: str, model: str, usage: Mapping[str, int]) -> None:
+        key = (provider, model)
+        got = Tokens(1, usage.get("input", 0), usage.get("output", 0), usage.get("cached", 0))
+        self.tokens[key] = self.tokens.get(key, Tokens()) + got
+        self.dirty = True
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        await asyncio.sleep(0)  # calls replayed before this task runs share its write
+        while self.dirty:
+            self.dirty = False
+            site = self.site
+            rows = [
+                UsageRow(
+                    site.run_id, site.generation, -1, site.epoch, 0, SAVED, provider, model,
+                    "saved", t.calls, t.input_tokens, t.output_tokens, t.cached_tokens,
+                    time.time(),
+                )
+                for (provider, model), t in self.tokens.items()
+            ]
+            await write_rows(site.store, rows)
+
+
+_bursts: weakref.WeakKeyDictionary[Context, _SavedBurst] = weakref.WeakKeyDictionary()
+
+
+def note_saved(ctx: Context, provider: str, model: str, usage: Mapping[str, Any]) -> None:
+    """A call was answered from the journal: count its recorded tokens as saved."""
+    burst = _bursts.get(ctx)
+    if burst is None:
+        burst = _bursts[ctx] = _SavedBurst(call_site(ctx))
+    burst.add(provider, model, {k: int(v) for k, v in usage.items()})
