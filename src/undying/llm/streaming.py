@@ -142,7 +142,7 @@ class DurableStream:
         text_of = self._spec.text_of
         async for event in self._events():
             text = text_of(event)
-            if text is not None:
+            if text:
                 yield text
 
     async def until_done(self) -> DurableStream:

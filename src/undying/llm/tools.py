@@ -66,6 +66,7 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     retries: int = 0,
+    retry_delay: float = 1.0,
     timeout: float | None = None,
     at_most_once: bool = False,
     requires_approval: bool = False,
@@ -79,6 +80,7 @@ def tool(
     description: str | None = None,
     parameters: dict[str, Any] | None = None,
     retries: int = 0,
+    retry_delay: float = 1.0,
     timeout: float | None = None,
     at_most_once: bool = False,
     requires_approval: bool = False,
@@ -99,7 +101,11 @@ def tool(
                 "reject other names); pass name="
             )
         stepped = step(
-            name=f"tool.{tool_name}", retries=retries, timeout=timeout, at_most_once=at_most_once
+            name=f"tool.{tool_name}",
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            at_most_once=at_most_once,
         )(func)
         return Tool(
             tool_name,
