@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from conftest import USER, clients
+from llm_helpers import USER, clients
 
 import undying
 from undying import App, ArgumentDigestChanged, Context, NonDeterminismError

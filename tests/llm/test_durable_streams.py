@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import USER, clients
+from llm_helpers import USER, clients
 
 from undying import App, Context
 from undying.llm.testing import ScriptedServer, reply

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import USER, clients
+from llm_helpers import USER, clients
 
 import undying
 import undying.llm

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
-from conftest import USER, clients
+from llm_helpers import USER, clients
 
 import undying
 from undying import App, Context

@@ -1,4 +1,4 @@
-"""Fixtures for undying.llm tests: the real SDK clients against the scripted loopback server."""
+"""Helpers for undying.llm tests: the real SDK clients against the scripted loopback server."""
 
 from __future__ import annotations
 
