@@ -84,9 +84,10 @@ class Fault:
     """What the next matching request gets instead of its turn."""
 
     endpoint: str | None = None  # None: any
-    status: int = 0  # an HTTP error status, or 0 for a stream cut after ``after`` events
+    status: int = 0  # an HTTP error status; 0: a stream cut (or held) after ``after`` events
     headers: tuple[tuple[str, str], ...] = ()
     after: int = 0
+    hold: bool = False  # hold the stream after ``after`` text deltas instead of cutting it
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class RecordedRequest:
     headers: dict[str, str]
     turn_index: int
     answered: str  # "turn", "error <status>", "cut"
+    usage: tuple[int, int] | None = None  # (input, output) tokens the answer reports
 
 
 Script = Sequence[Turn] | Callable[[RecordedRequest], Turn]
@@ -161,6 +163,12 @@ class ScriptedServer:
         """The next ``times`` streams are cut (connection dropped) after ``after`` events."""
         with self._lock:
             self._faults.extend([Fault(endpoint, 0, (), after)] * times)
+
+    def hold(self, *, after: int, endpoint: str | None = None) -> None:
+        """The next stream stops after ``after`` text deltas until ``release()`` or until the
+        client goes away (a worker killed mid-stream, say)."""
+        with self._lock:
+            self._faults.append(Fault(endpoint, 0, (), after, hold=True))
 
     def release(self) -> None:
         """Let a stream held by a turn's ``hold_after`` go on (thread-safe)."""
@@ -230,7 +238,9 @@ class ScriptedServer:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                keep = await self._answer(method, path.split("?")[0], headers, body, writer)
+                keep = await self._answer(
+                    method, path.split("?")[0], headers, body, reader, writer
+                )
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -246,6 +256,7 @@ class ScriptedServer:
         path: str,
         headers: dict[str, str],
         raw: bytes,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
         endpoint = ENDPOINTS.get(path)
@@ -269,15 +280,17 @@ class ScriptedServer:
             return True
         turn = self._turn(request)
         usage = turn.usage or (_input_tokens(endpoint, body), _output_tokens(turn))
+        request.usage = usage
         render = _RENDER[endpoint]
         if not body.get("stream"):
             await _send_json(writer, 200, render.whole(body, turn, usage, self._ids))
             return True
-        cut_after = fault.after if fault is not None else None
+        cut_after = fault.after if fault is not None and not fault.hold else None
+        hold_after = fault.after if fault is not None and fault.hold else turn.hold_after
         if cut_after is not None:
             request.answered = "cut"
-        return await self._stream(writer, render.events(body, turn, usage, self._ids),
-                                  cut_after, turn.hold_after)
+        events = render.events(body, turn, usage, self._ids)
+        return await self._stream(reader, writer, events, cut_after, hold_after)
 
     def _turn(self, request: RecordedRequest) -> Turn:
         if callable(self.script):
@@ -288,6 +301,7 @@ class ScriptedServer:
 
     async def _stream(
         self,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         events: list[tuple[str | None, Any]],
         cut_after: int | None,
@@ -310,12 +324,29 @@ class ScriptedServer:
             await writer.drain()
             if _is_text_delta(data):
                 deltas += 1
-                if hold_after is not None and deltas == hold_after and self._release:
-                    await self._release.wait()
-                    self._release.clear()
+                held = hold_after is not None and deltas == hold_after
+                if held and not await self._held(reader):
+                    return False
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+
+    async def _held(self, reader: asyncio.StreamReader) -> bool:
+        """Wait for ``release()`` (True) or for the client to hang up (False)."""
+        assert self._release is not None
+        released = asyncio.ensure_future(self._release.wait())
+        hangup = asyncio.ensure_future(reader.read(1))  # a client sends nothing mid-stream
+        done, pending = await asyncio.wait(
+            {released, hangup}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if released in done:
+            self._release.clear()
+            return True
+        return False
 
 
 async def _send_json(

@@ -13,8 +13,9 @@ while it waits, and survives restarts. All approvals of a turn are waited for be
 its tools run, so the positions do not depend on the order in which humans answer.
 
 A tool's failure (after its retries) goes back to the model as the tool's result, marked as
-an error, as agents usually want; ``StepInDoubt`` (an at-most-once tool interrupted mid-call)
-and cancellation are raised, since nobody should guess what happened.
+an error, as agents usually want. An at-most-once tool interrupted mid-call is not run again:
+its ``reconcile`` function finds out what happened, or ``StepInDoubt`` is raised, since
+nobody should guess. Cancellation is raised.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
-from ..errors import EventTimeout, InvalidArgument, StepFailed, UndyingError
+from ..errors import EventTimeout, InvalidArgument, StepFailed, StepInDoubt, UndyingError
 from ..steps import step, workflow_context
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Tool:
     stepped: Callable[..., Any]
     requires_approval: bool = False
     approval_timeout: float | None = None
+    reconcile: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.stepped(*args, **kwargs)
@@ -71,6 +73,7 @@ def tool(
     at_most_once: bool = False,
     requires_approval: bool = False,
     approval_timeout: float | None = None,
+    reconcile: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -85,11 +88,16 @@ def tool(
     at_most_once: bool = False,
     requires_approval: bool = False,
     approval_timeout: float | None = None,
+    reconcile: Callable[..., Any] | None = None,
 ) -> Any:
     """Make a function a tool: its name, docstring and signature describe it to the model
     (or pass ``description`` / ``parameters``, a JSON schema); each call is a step
     ``tool.<name>`` with this policy. ``requires_approval=True``: a human approves each call
-    first (see ``approve``); no answer within ``approval_timeout`` seconds is a refusal."""
+    first (see ``approve``); no answer within ``approval_timeout`` seconds is a refusal.
+    ``reconcile(idempotency_key, **arguments)``: for an ``at_most_once`` tool interrupted
+    mid-call, find out what happened (ask the outside system by the key) and return the
+    tool's result; it runs as a step ``tool.<name>.reconcile``. Without it, ``StepInDoubt``
+    is raised."""
 
     def make(func: Callable[..., Any]) -> Tool:
         if not callable(func):
@@ -115,6 +123,9 @@ def tool(
             stepped,
             requires_approval,
             approval_timeout,
+            None
+            if reconcile is None
+            else step(name=f"tool.{tool_name}.reconcile", retries=retries)(reconcile),
         )
 
     if fn is not None:
@@ -291,7 +302,12 @@ async def _run_one(call: _Call, tool: Tool | None) -> _Result:
     if tool is None:
         return _Result(call, f"error: there is no tool named {call.name!r}", True)
     try:
-        value = await tool.stepped(**call.arguments)
+        try:
+            value = await tool.stepped(**call.arguments)
+        except StepInDoubt as doubt:
+            if tool.reconcile is None:
+                raise
+            value = await tool.reconcile(doubt.idempotency_key, **call.arguments)
     except StepFailed as exc:
         return _Result(call, f"error: {exc.error_type}: {exc.error_message}", True)
     except TypeError as exc:  # the model's arguments do not fit the function
