@@ -40,7 +40,7 @@ class CallPolicy:
     retry_delay: float = 1.0
     backoff: float = 2.0
     max_delay: float = 60.0
-    timeout: float | None = 600.0
+    timeout: float | None = None
     replay_stream_text: bool = False
 
 
