@@ -45,12 +45,19 @@ def test_a_pydantic_ai_agent_replays_without_requests(app: App, run: Any) -> Non
             async with app:
                 first = await (await app.start(weather, "Paris?", run_id="w1")).result(timeout=30)
                 names = [e.name for e in await app.store.load_journal_meta("w1")]
-                again = await (await app.fork("w1", from_step=99)).result(timeout=30)
+                fork = await app.fork("w1", from_step=99)
+                again = await fork.result(timeout=30)
+                spent, saved = await app.token_usage("w1"), await fork.token_usage()
             assert server.requests["chat.completions"] == 2
             assert first == again == "It is sunny in Paris" and CALLS == ["Paris"]
             assert names == ["weather__model.request",
                              "weather__function_toolset__<agent>.call_tool:lookup",
                              "weather__model.request"]
+            assert [(m.provider, m.model, m.spent.calls) for m in spent.by_model] == [
+                ("pydantic-ai", "gpt-x", 2)
+            ]
+            assert spent.spent.output_tokens == 8 + 5  # the scripted tool call, then 5 words
+            assert saved.saved == spent.spent and saved.spent.calls == 0
             outside = await agent.run("Paris?")  # not in a workflow: a plain agent run
             assert outside.output == first and server.requests["chat.completions"] == 4
             await client.close()
@@ -93,9 +100,13 @@ def test_an_openai_agents_run_replays_without_requests(app: App, run: Any,
             async with app:
                 first = await (await app.start(weather, "Paris?", run_id="a1")).result(timeout=30)
                 names = [e.name for e in await app.store.load_journal_meta("a1")]
-                again = await (await app.fork("a1", from_step=99)).result(timeout=30)
+                fork = await app.fork("a1", from_step=99)
+                again = await fork.result(timeout=30)
+                spent, saved = await app.token_usage("a1"), await fork.token_usage()
             assert server.requests["responses"] == 2
             assert first == again == "It is sunny in Paris" and CALLS == ["Paris"]
+            assert spent.spent.calls == 2 and spent.spent.output_tokens == 8 + 5
+            assert saved.saved == spent.spent and saved.spent.calls == 0
             kind = "stream_response" if streamed else "get_response"
             assert names == [f"openai_agents.gpt-x.{kind}", "openai_agents.tool.lookup",
                              f"openai_agents.gpt-x.{kind}"]

@@ -43,10 +43,12 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseOut
 from ..steps import step, workflow_context
 from .calls import normalize, wire_form
 from .retry import delay_from
+from .usage import UsageRecorder
 
 __all__ = ["DurableModel", "DurableModelProvider", "durable_run_config", "durable_tool"]
 
 _END = object()
+PROVIDER = "openai-agents"  # in token usage: (provider, model) = ("openai-agents", model name)
 
 
 def _dump(response: ModelResponse) -> dict[str, Any]:
@@ -71,6 +73,18 @@ def _load(record: dict[str, Any]) -> ModelResponse:
 
 
 _PARAMS = list(inspect.signature(Model.get_response).parameters)[1:]
+
+
+def _tokens(record: dict[str, Any]) -> dict[str, int]:
+    usage = record.get("usage") or {}
+    details = usage.get("input_tokens_details") or {}
+    if isinstance(details, list):  # serialize_usage keeps a list of details
+        details = details[0] if details else {}
+    return {
+        "input": int(usage.get("input_tokens") or 0),
+        "output": int(usage.get("output_tokens") or 0),
+        "cached": int(details.get("cached_tokens") or usage.get("cached_tokens") or 0),
+    }
 
 
 def _request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -102,35 +116,48 @@ class DurableModel(Model):
         )(fn)
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        if workflow_context() is None:
+        ctx = workflow_context()
+        if ctx is None:
             return await self._inner.get_response(*args, **kwargs)
+        meter = UsageRecorder(ctx, PROVIDER, self._name)
 
         async def unit(request: Any) -> dict[str, Any]:
-            return _dump(await self._inner.get_response(*args, **kwargs))
+            try:
+                record = _dump(await self._inner.get_response(*args, **kwargs))
+            except Exception:
+                await meter.spent(None, "error")
+                raise
+            await meter.spent(_tokens(record))
+            return record
 
-        request = _request(args, kwargs)
-        return _load(await self._step("get_response", unit)(request))
+        record = await self._step("get_response", unit)(_request(args, kwargs))
+        meter.replayed_if_not_spent(_tokens(record))
+        return _load(record)
 
     async def stream_response(
         self, *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        if workflow_context() is None:
+        ctx = workflow_context()
+        if ctx is None:
             async for event in self._inner.stream_response(*args, **kwargs):
                 yield event
             return
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        live = False
+        meter = UsageRecorder(ctx, PROVIDER, self._name)
 
         async def unit(request: Any) -> dict[str, Any]:
-            nonlocal live
-            live = True
             final: dict[str, Any] | None = None
-            async for event in self._inner.stream_response(*args, **kwargs):
-                if isinstance(event, ResponseCompletedEvent):
-                    final = wire_form(event.response)
-                queue.put_nowait(event)  # the one place live events are produced
+            try:
+                async for event in self._inner.stream_response(*args, **kwargs):
+                    if isinstance(event, ResponseCompletedEvent):
+                        final = wire_form(event.response)
+                    queue.put_nowait(event)  # the one place live events are produced
+            except Exception:
+                await meter.spent(None, "cut")
+                raise
             if final is None:
                 raise RuntimeError("the model's stream ended without response.completed")
+            await meter.spent(_tokens(final))
             return {"response": final}
 
         request = _request(args, kwargs)
@@ -143,7 +170,8 @@ class DurableModel(Model):
         finally:
             if not task.done():
                 task.cancel()
-        if not live:
+        meter.replayed_if_not_spent(_tokens(record["response"]))
+        if not meter.invoked:
             yield ResponseCompletedEvent.construct(
                 type="response.completed",
                 sequence_number=0,

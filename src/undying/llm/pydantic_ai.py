@@ -38,6 +38,7 @@ from pydantic_ai.durable_exec import (
     DurableOperationBackend,
     DurableOperationId,
     JournalCallableOperationBackend,
+    ModelRequestId,
     RoleBasedOperationConfig,
     conversation_id_from_run_id,
 )
@@ -46,6 +47,7 @@ from pydantic_ai.tools import AgentDepsT
 
 from ..context import Context
 from ..steps import step, workflow_context
+from .usage import UsageRecorder
 
 __all__ = ["StepConfig", "UndyingDurability"]
 
@@ -59,7 +61,32 @@ class StepConfig:
     timeout: float | None = None
 
 
+PROVIDER = "pydantic-ai"  # in token usage: (provider, model) = ("pydantic-ai", model name)
+
+
+def _tokens(payload: object) -> dict[str, int]:
+    """Tokens of a model request unit's result (a ``ModelResponse`` in JSON form)."""
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    cached = int(usage.get("cache_read_tokens") or 0)
+    return {
+        "input": int(usage.get("input_tokens") or 0),
+        "output": int(usage.get("output_tokens") or 0),
+        "cached": cached,
+    }
+
+
+def _model_name(payload: object, default: str) -> str:
+    name = payload.get("model_name") if isinstance(payload, dict) else None
+    return str(name or default)
+
+
 class _Backend(JournalCallableOperationBackend[StepConfig]):
+    def __init__(self, *, model_name: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.model_name = model_name
+
     async def execute(
         self,
         *,
@@ -69,14 +96,31 @@ class _Backend(JournalCallableOperationBackend[StepConfig]):
         cache_key: tuple[object, ...],
         config: StepConfig,
     ) -> object:
+        ctx = workflow_context()
+        model = isinstance(operation_id, ModelRequestId) and ctx is not None
+        meter = UsageRecorder(ctx, PROVIDER, self.model_name) if model and ctx else None
+
         async def unit() -> object:
-            return await body()
+            try:
+                payload = await body()
+            except Exception:
+                if meter is not None:
+                    await meter.spent(None, "error")
+                raise
+            if meter is not None:
+                meter.model = _model_name(payload, meter.model)
+                await meter.spent(_tokens(payload))
+            return payload
 
         stepped = step(
             name=name, retries=config.retries, retry_delay=config.retry_delay,
             timeout=config.timeout,
         )(unit)
-        return await stepped()
+        payload = await stepped()
+        if meter is not None:
+            meter.model = _model_name(payload, meter.model)
+            meter.replayed_if_not_spent(_tokens(payload))
+        return payload
 
 
 _run_counts: weakref.WeakKeyDictionary[Context, int] = weakref.WeakKeyDictionary()
@@ -137,6 +181,7 @@ class UndyingDurability(BaseDurabilityCapability[AgentDepsT]):
 
     def get_durable_operation_backend(self) -> DurableOperationBackend[Any]:
         return _Backend(
+            model_name=self.default_model_id or "default",
             agent_name=self.name,
             default_model_id=self.default_model_id,
             config=RoleBasedOperationConfig(

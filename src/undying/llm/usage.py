@@ -230,3 +230,29 @@ def note_saved(ctx: Context, provider: str, model: str, usage: Mapping[str, Any]
     if burst is None:
         burst = _bursts[ctx] = _SavedBurst(call_site(ctx))
     burst.add(provider, model, {k: int(v) for k, v in usage.items()})
+
+
+class UsageRecorder:
+    """Accounting for model calls journaled outside ``calls.ModelCall`` (the framework
+    integrations): made in workflow code before the step, ``spent`` from inside each attempt,
+    ``replayed_if_not_spent`` after the step returned."""
+
+    def __init__(self, ctx: Context, provider: str, model: str) -> None:
+        self.ctx = ctx
+        self.site = call_site(ctx)
+        self.provider = provider
+        self.model = model
+        self.invoked = False
+
+    async def spent(self, usage: Mapping[str, int] | None, outcome: str = "ok") -> None:
+        from ..steps import current_step
+
+        self.invoked = True
+        info = current_step()
+        seq, attempt = (info.seq, info.attempt) if info is not None else (-1, 1)
+        row = spent_row(self.site, seq, attempt, self.provider, self.model, outcome, usage)
+        await write_rows(self.site.store, [row])
+
+    def replayed_if_not_spent(self, usage: Mapping[str, Any] | None) -> None:
+        if not self.invoked:
+            note_saved(self.ctx, self.provider, self.model, usage or {})
