@@ -150,8 +150,8 @@ SAVED = "saved"  # replay answered calls from the journal: tokens not spent agai
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Tokens of one model call attempt (``spent``), or of a burst of calls replay answered
-    from the journal (``saved``, ``attempt`` 0, ``seq`` the burst's first position).
+    """Tokens of one model call attempt (``spent``), or of the calls one execution of the run
+    answered from the journal (``saved``: ``attempt`` 0, ``seq`` -1, one row per model).
 
     The key is (run_id, generation, seq, epoch, attempt, kind, provider, model); writing a row
     again replaces it, so a streaming attempt can record what it spent so far and then the
