@@ -315,7 +315,7 @@ class ScriptedServer:
         for i, (name, data) in enumerate(events):
             if cut_after is not None and i >= cut_after:
                 await writer.drain()
-                writer.transport.abort()  # the connection drops mid-stream
+                writer.close()  # the connection ends mid-stream (FIN, so no data sent is lost)
                 return False
             text = data if isinstance(data, str) else json.dumps(data)
             frame = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
