@@ -79,6 +79,8 @@ class _Diverged(UndyingError):
 class _ReadOnlyContext(Context):
     """A context that refuses to write: replay must be served entirely by the journal."""
 
+    _read_only = True  # undying.llm counts no tokens as saved by a check
+
     async def _run_step(self, seq: int, policy: Any, *rest: Any) -> Any:
         if self._cursor.peek(seq) is None:
             raise _Diverged(

@@ -3,6 +3,7 @@ recovery, shown by `undying show`; and `import undying` stays free of the SDKs."
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +15,7 @@ from undying import App, Context
 from undying.cli import main as cli_main
 from undying.llm import Tokens, TokenUsage
 from undying.llm.testing import ScriptedServer, reply
+from undying.testing import replay_check
 
 
 def test_spent_failed_and_saved_tokens(app: App, run: Any, db_path: str, capsys: Any) -> None:
@@ -75,6 +77,28 @@ def test_a_run_without_model_calls_has_no_token_lines(app: App, run: Any, db_pat
     assert run(body()) == TokenUsage()
     assert cli_main(["--db", db_path, "show", "p1"]) == 0
     assert "tokens" not in capsys.readouterr().out
+
+
+def test_replay_check_of_model_calls_passes_and_writes_no_tokens(app: App, run: Any) -> None:
+    async def body() -> None:
+        async with ScriptedServer([reply("checked")]) as server, clients(server) as (o, a):
+
+            @app.workflow(name="checked")
+            async def checked(ctx: Context) -> None:
+                await o.chat.completions.create(model="m", messages=USER)
+                async with a.messages.stream(model="c", max_tokens=9, messages=USER) as s:
+                    await s.get_final_message()
+
+            async with app:
+                await (await app.start(checked, run_id="k1")).result(timeout=30)
+                before = await app.token_usage("k1")
+                assert await replay_check(app) == []
+                for _ in range(5):  # loop turns (not time) for a saved-tokens write task to run
+                    await asyncio.sleep(0)
+                assert await app.token_usage("k1") == before
+            assert sum(server.requests.values()) == 2
+
+    run(body())
 
 
 def test_import_undying_does_not_import_the_sdks() -> None:

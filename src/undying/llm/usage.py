@@ -225,7 +225,10 @@ _bursts: weakref.WeakKeyDictionary[Context, _SavedBurst] = weakref.WeakKeyDictio
 
 
 def note_saved(ctx: Context, provider: str, model: str, usage: Mapping[str, Any]) -> None:
-    """A call was answered from the journal: count its recorded tokens as saved."""
+    """A call was answered from the journal: count its recorded tokens as saved (not when
+    ``replay_check`` re-executes a finished run: that saves nothing, and writes nothing)."""
+    if getattr(ctx, "_read_only", False):
+        return
     burst = _bursts.get(ctx)
     if burst is None:
         burst = _bursts[ctx] = _SavedBurst(call_site(ctx))
