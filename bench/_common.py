@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import os
 import shutil
 import statistics
@@ -36,7 +37,24 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="directory for the database files (default: a fresh temp dir; same file system "
         "as $TMPDIR)",
     )
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write every figure (median, min, max, samples) to PATH as JSON",
+    )
     return p
+
+
+def sizes(text: str) -> list[int]:
+    """``"100,1000"`` -> [100, 1000]: the workload sizes a script measures, in order."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"sizes must be comma-separated integers, not {text!r}") from None
+    if not values or min(values) <= 0:
+        raise SystemExit(f"sizes must be positive integers, not {text!r}")
+    return values
 
 
 @contextlib.contextmanager
@@ -124,6 +142,64 @@ def emit_summary(lines: list[str]) -> None:
 def summary_line(figure: str, value: str, target: str, ok: bool | None) -> str:
     state = "-" if ok is None else verdict(ok)
     return f"{figure} | {value} | {target} | {state}"
+
+
+class Figures:
+    """The figures a script measured, kept with their samples for ``--json``.
+
+    One figure is one measured quantity of one system under one configuration: its unit, the
+    median of its repetitions, min, max and every sample, so that bench/report.py can build
+    tables and plots without re-measuring, and a reader can see the spread. ``better`` says
+    which direction is an improvement ("lower" for times and bytes, "higher" for rates).
+    """
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.items: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        figure_id: str,
+        label: str,
+        unit: str,
+        samples: Sequence[float],
+        *,
+        better: str = "lower",
+        **meta: Any,
+    ) -> dict[str, Any]:
+        values = [float(v) for v in samples]
+        item = {
+            "id": figure_id,
+            "script": self.script,
+            "label": label,
+            "unit": unit,
+            "better": better,
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "samples": values,
+            **meta,
+        }
+        self.items.append(item)
+        return item
+
+    def write(self, path: str | None) -> None:
+        if path:
+            write_json(path, {"script": self.script, "figures": self.items})
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Writes atomically (temp file + rename), so a killed run never leaves half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    tmp.replace(target)
+
+
+def paired_ratios(top: Sequence[float], bottom: Sequence[float]) -> list[float]:
+    """top_i / bottom_i for repetitions measured next to each other."""
+    return [t / b for t, b in zip(top, bottom, strict=True)]
 
 
 def undying_schema() -> str:

@@ -229,6 +229,12 @@ def measure_steps(server: str, n: int, reps: int) -> dict[str, Any]:
         "ratio_spread": common.spread(ratios),
         "spread": common.spread([t * us for t in total]),
         "floor_spread": common.spread([t * us for t in floor]),
+        "samples": {
+            "undying": [t * us for t in total],
+            "floor": [t * us for t in floor],
+            "fenced": [t * us for t in fenced],
+            "ratio": ratios,
+        },
     }
 
 
@@ -345,6 +351,21 @@ def measure_drain(server: str, workers: int, runs: int, concurrency: int | None)
     return runs / (last - t0)
 
 
+def _rate_figure(
+    figures: common.Figures, kind: str, label: str, workers: int, runs: int, rates: list[float]
+) -> None:
+    figures.add(
+        f"{kind}.postgres.workers{workers}",
+        label,
+        "runs/s",
+        rates,
+        better="higher",
+        backend="postgres",
+        workers=workers,
+        n=runs,
+    )
+
+
 # -- driver ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -352,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (median)")
     p.add_argument("--server", default=SERVER, help="PostgreSQL server URL (admin database)")
     p.add_argument("--part", choices=["steps", "throughput", "both"], default="both")
-    p.add_argument("--steps", type=int, default=None, help="steps per workflow (default 1000)")
+    p.add_argument("--steps", default=None, help="steps per workflow, a comma list (default 1000)")
     p.add_argument("--runs", type=int, default=None, help="runs per throughput repetition")
     p.add_argument("--workers", default="1,2,4", help="worker process counts, comma list")
     p.add_argument(
@@ -362,13 +383,19 @@ def main(argv: list[str] | None = None) -> int:
         help="runs one worker executes at a time (default: unlimited)",
     )
     p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write every figure (median, min, max, samples) to PATH as JSON",
+    )
+    p.add_argument(
         "--drain-concurrency",
         type=int,
         default=100,
         help="runs one worker executes at a time in the backlog drain (default 100)",
     )
     args = p.parse_args(argv)
-    n = args.steps or (500 if args.quick else 1000)
+    ns = common.sizes(args.steps or ("500" if args.quick else "1000"))
     reps = args.reps or (3 if args.quick else 5)
     runs = args.runs or (1000 if args.quick else 2000)
     counts = [int(c) for c in args.workers.split(",") if c]
@@ -376,9 +403,36 @@ def main(argv: list[str] | None = None) -> int:
     print(common.env_line())
     print(server_line(args.server))
     summary = []
-    if args.part in ("steps", "both"):
+    figures = common.Figures("postgres")
+    for n in ns if args.part in ("steps", "both") else []:
         print(f"\nper-step overhead: {n} sequential no-op async steps, median of {reps}")
         r = measure_steps(args.server, n, reps)
+        meta = {"backend": "postgres", "step": "noop", "n": n}
+        base_id = f"step_overhead.postgres.noop.n{n}"
+        samples = r["samples"]
+        figures.add(base_id, "undying, async no-op step", "us/step", samples["undying"], **meta)
+        figures.add(
+            f"{base_id}.floor",
+            "floor: psycopg INSERT + COMMIT",
+            "us/step",
+            samples["floor"],
+            **meta,
+        )
+        figures.add(
+            f"{base_id}.fenced",
+            "floor-fenced: undying's append_entry",
+            "us/step",
+            samples["fenced"],
+            **meta,
+        )
+        figures.add(
+            f"{base_id}.ratio",
+            "undying / floor (paired)",
+            "x",
+            samples["ratio"],
+            target=TARGET_RATIO,
+            **meta,
+        )
         print(
             common.table(
                 "",
@@ -397,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary.append(
             common.summary_line(
-                "PostgreSQL step overhead, async no-op step",
+                f"PostgreSQL step overhead, async no-op step, N={n}",
                 f"{r['undying']:.1f} us/step = {r['ratio']:.2f}x floor ({r['floor']:.1f} us)",
                 f"<= {TARGET_RATIO}x",
                 r["ratio"] <= TARGET_RATIO,
@@ -422,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  .. {count} worker(s): {rate:,.0f} runs/s", flush=True)
             rate = statistics.median(rates)
             base = base or rate
+            _rate_figure(figures, "throughput", f"{count} worker process(es)", count, runs, rates)
             rows.append(
                 [
                     str(count),
@@ -460,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure_drain(args.server, count, runs, args.drain_concurrency) for _ in range(reps)
             ]
             rate = statistics.median(rates)
+            _rate_figure(figures, "drain", f"backlog drain, {count} worker(s)", count, runs, rates)
             print(f"  .. {count} worker(s): {rate:,.0f} runs/s", flush=True)
             base = base or rate
             rows.append([str(count), rate, common.spread(rates), rate / base])
@@ -472,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print(common.table("", ["workers", "runs/s", "min..max", "x 1 worker"], rows))
+    figures.write(args.json)
     common.emit_summary(summary)
     return 0
 

@@ -119,6 +119,7 @@ def bench_replay(files: common.FreshFiles, steps: int, size: int, reps: int) -> 
         "spread": common.spread(times),
         "baseline": common.median(base),
         "db_mb": _db_size(path) / 1e6,
+        "samples": {"replay": times, "baseline": base},
     }
 
 
@@ -196,25 +197,42 @@ def bench_recovery(files: common.FreshFiles, steps: int, size: int, reps: int) -
         "rss_mb": common.median(pick["rss_mb"]),
         "spread": common.spread(pick["from_open"]),
         "db_mb": _db_size(crashed) / 1e6,
+        "samples": pick,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="journal length (default 10000)")
+    p.add_argument("--steps", default=None, help="journal lengths, a comma list (default 10000)")
     p.add_argument("--size", type=int, default=10_000, help="bytes per large result")
     args = p.parse_args(argv)
-    steps = args.steps or (2000 if args.quick else 10_000)
+    all_steps = common.sizes(args.steps or ("2000" if args.quick else "10000"))
     reps = args.reps or (3 if args.quick else 5)
-    print(f"replay and recovery: {steps}-step runs, median of {reps}")
+    figures = common.Figures("replay")
+    print(f"replay and recovery: {all_steps}-step runs, median of {reps}")
     print(common.env_line())
     summary = []
     rows_a, rows_b = [], []
     with common.temp_dir(args.tmp) as root:
         files = common.FreshFiles(root)
-        for size in (0, args.size):
+        for steps, size in ((steps, size) for steps in all_steps for size in (0, args.size)):
             label = "small int results" if size == 0 else f"{size / 1000:g} KB results"
             r = bench_replay(files, steps, size, reps)
+            meta = {"backend": "sqlite", "n": steps, "result_bytes": size}
+            figures.add(
+                f"replay.check.n{steps}.r{size}",
+                f"replay_check, {label}",
+                "s",
+                r["samples"]["replay"],
+                **meta,
+            )
+            figures.add(
+                f"replay.check.n{steps}.r{size}.baseline",
+                "baseline: SELECT journal rows, fetchall",
+                "s",
+                r["samples"]["baseline"],
+                **meta,
+            )
             rows_a.append(
                 [
                     label,
@@ -238,9 +256,33 @@ def main(argv: list[str] | None = None) -> int:
                         r["replay"] <= TARGET_REPLAY_S if steps == 10_000 else None,
                     )
                 )
-        for size in (0, args.size):
+        for steps, size in ((steps, size) for steps in all_steps for size in (0, args.size)):
             label = "small int results" if size == 0 else f"{size / 1000:g} KB results"
             r = bench_recovery(files, steps, size, reps)
+            meta = {"backend": "sqlite", "n": steps, "result_bytes": size}
+            pick = r["samples"]
+            key = f"replay.recovery.n{steps}.r{size}"
+            figures.add(
+                f"{key}.open",
+                f"recovery, App open -> first new step, {label}",
+                "s",
+                pick["from_open"],
+                **meta,
+            )
+            figures.add(
+                f"{key}.launch",
+                f"recovery, process launch -> first new step, {label}",
+                "s",
+                pick["from_launch"],
+                **meta,
+            )
+            figures.add(
+                f"{key}.rss_growth",
+                f"recovery, peak RSS growth, {label}",
+                "MB",
+                pick["growth_mb"],
+                **meta,
+            )
             rows_b.append(
                 [
                     label,
@@ -312,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         f"targets: replay of 10,000 steps <= {TARGET_REPLAY_S} s; recovery of 10,000 steps "
         f"with 10 KB results <= {TARGET_RECOVERY_S} s and <= {TARGET_RECOVERY_MB:g} MB"
     )
+    figures.write(args.json)
     common.emit_summary(summary)
     return 0
 

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     reps = args.reps or (5 if args.quick else 9)
+    results = common.Figures("startup")
     print(f"start-up: median of {reps}")
     print(common.env_line())
     rows = []
@@ -117,6 +118,32 @@ def main(argv: list[str] | None = None) -> int:
             med = {k: common.median(v) for k, v in t.items()}
             mmed = {k: common.median(v) for k, v in minus.items()}
             fl, fo = common.median(first["launch"]), common.median(first["open"])
+            tag = label.replace(" ", "_")
+            meta = {"bytecode": label}
+            results.add(f"startup.{tag}.bare", "python -c pass", "ms", t["bare"], **meta)
+            results.add(
+                f"startup.{tag}.import",
+                "import undying, minus the bare interpreter",
+                "ms",
+                minus["undying"],
+                target=TARGET_IMPORT_MS,
+                **meta,
+            )
+            results.add(
+                f"startup.{tag}.first_step",
+                "process start -> first resumed step",
+                "ms",
+                first["launch"],
+                target=TARGET_FIRST_STEP_MS,
+                **meta,
+            )
+            results.add(
+                f"startup.{tag}.first_step_open",
+                "App open -> first resumed step",
+                "ms",
+                first["open"],
+                **meta,
+            )
             figures[label] = {
                 "bare": med["bare"],
                 "undying": med["undying"],
@@ -187,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"undying's import costs {c['import'] / c['asyncio']:.2f}x an `import asyncio` "
         f"measured alongside ({c['asyncio']:.1f} ms)"
     )
+    results.write(args.json)
     common.emit_summary(
         [
             common.summary_line(

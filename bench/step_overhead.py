@@ -205,12 +205,43 @@ def measure(
         "ratio_spread": common.spread([t / f for t, f in zip(total, floor, strict=True)]),
         "spread": common.spread([t * us for t in total]),
         "floor_spread": common.spread([t * us for t in floor]),
+        "samples": {
+            "undying": [t * us for t in total],
+            "floor": [t * us for t in floor],
+            "fenced": [t * us for t in fenced],
+            "ratio": common.paired_ratios(total, floor),
+        },
     }
+
+
+def record(figures: common.Figures, v: Variant, durability: str, n: int, r: dict[str, Any]) -> None:
+    meta = {"backend": "sqlite", "durability": durability, "step": v.key, "n": n}
+    base = f"step_overhead.sqlite.{durability}.{v.key}.n{n}"
+    samples = r["samples"]
+    figures.add(base, f"undying, {v.label}", "us/step", samples["undying"], **meta)
+    figures.add(
+        f"{base}.floor", "floor: sqlite3 INSERT autocommit", "us/step", samples["floor"], **meta
+    )
+    figures.add(
+        f"{base}.fenced",
+        "floor-fenced: undying's append_entry",
+        "us/step",
+        samples["fenced"],
+        **meta,
+    )
+    figures.add(
+        f"{base}.ratio",
+        "undying / floor (paired)",
+        "x",
+        samples["ratio"],
+        target=TARGET_RATIO if v.key == "noop" else None,
+        **meta,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="steps per workflow (default 1000)")
+    p.add_argument("--steps", default=None, help="steps per workflow, a comma list (default 1000)")
     p.add_argument(
         "--durability",
         choices=["normal", "full", "both"],
@@ -222,48 +253,50 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of: noop, work, sync",
     )
     args = p.parse_args(argv)
-    n = args.steps or (500 if args.quick else 1000)
+    ns = common.sizes(args.steps or ("500" if args.quick else "1000"))
     reps = args.reps or (3 if args.quick else 7)
     durabilities = ["normal", "full"] if args.durability == "both" else [args.durability]
     wanted = set(args.variants.split(","))
     variants = [v for v in _variants() if v.key in wanted]
 
-    print(f"step overhead: {n} sequential steps per workflow, median of {reps}")
+    figures = common.Figures("step_overhead")
+    print(f"step overhead: {ns} sequential steps per workflow, median of {reps}")
     print(common.env_line())
     rows = []
     summary = []
     with common.temp_dir(args.tmp) as root:
         files = common.FreshFiles(root)
-        for durability in durabilities:
-            for v in variants:
-                r = measure(files, v, durability, n, reps)
-                ratio = r["ratio"]
-                rows.append(
-                    [
-                        v.label,
-                        durability,
-                        r["floor"],
-                        r["undying"],
-                        ratio,
-                        r["loop"],
-                        r["fenced"],
-                        r["ratio_spread"],
-                    ]
+        for n, durability, v in ((n, d, v) for n in ns for d in durabilities for v in variants):
+            r = measure(files, v, durability, n, reps)
+            record(figures, v, durability, n, r)
+            ratio = r["ratio"]
+            rows.append(
+                [
+                    v.label,
+                    durability,
+                    n,
+                    r["floor"],
+                    r["undying"],
+                    ratio,
+                    r["loop"],
+                    r["fenced"],
+                    r["ratio_spread"],
+                ]
+            )
+            print(
+                f"  .. {v.label:<30} {durability:<6} N={n:<5} floor {r['floor']:7.1f} us  "
+                f"undying {r['undying']:7.1f} us  x{ratio:.2f}",
+                flush=True,
+            )
+            target = v.key == "noop"
+            summary.append(
+                common.summary_line(
+                    f"step overhead, {v.label}, {durability}, N={n}",
+                    f"{r['undying']:.1f} us/step = {ratio:.2f}x floor ({r['floor']:.1f} us)",
+                    f"<= {TARGET_RATIO}x" if target else "(info)",
+                    ratio <= TARGET_RATIO if target else None,
                 )
-                print(
-                    f"  .. {v.label:<30} {durability:<6} floor {r['floor']:7.1f} us  "
-                    f"undying {r['undying']:7.1f} us  x{ratio:.2f}",
-                    flush=True,
-                )
-                target = v.key == "noop"
-                summary.append(
-                    common.summary_line(
-                        f"step overhead, {v.label}, {durability}",
-                        f"{r['undying']:.1f} us/step = {ratio:.2f}x floor ({r['floor']:.1f} us)",
-                        f"<= {TARGET_RATIO}x" if target else "(info)",
-                        ratio <= TARGET_RATIO if target else None,
-                    )
-                )
+            )
     print()
     print(
         common.table(
@@ -271,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "step",
                 "durability",
+                "N",
                 "floor",
                 "undying",
                 "ratio",
@@ -283,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(f"target: async no-op ratio <= {TARGET_RATIO}x the floor")
+    figures.write(args.json)
     common.emit_summary(summary)
     return 0
 

@@ -3,38 +3,48 @@
 Each turn appends a ~1 KB message to the history; in one workload every step returns the
 whole history (what agent frameworks checkpoint), in the other only the new message. Prints
 database bytes at N turns (after a checkpoint and VACUUM, so the figure is what the data
-needs, not free pages) and the growth exponent log(size_N2/size_N1)/log(N2/N1).
+needs, not free pages), the bytes of an empty database with the same schema, the growth
+exponent log(size_N2/size_N1)/log(N2/N1), and the wall time per step of the run.
 
-Usage: python bench/storage_growth.py [--turns 100 1000]
+Two message shapes (bench/_shapes.py): ``text`` (prose-like words) and ``hex`` (16 sha256
+hex digests joined, high-entropy text).
+
+Usage: python bench/storage_growth.py [--turns 100,1000] [--shapes text,hex] [--reps 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import os
 import sqlite3
-import tempfile
+import sys
+import time
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as common
+import _shapes
 
 import undying
 from undying import App, Context
 
 
 def message(turn: int) -> dict[str, object]:
-    # ~1 KB of prose-like text, different every turn.
-    words = " ".join(f"token{(turn * 131 + i * 7) % 5003}" for i in range(110))
-    return {"role": "assistant" if turn % 2 else "user", "turn": turn, "content": words}
+    """The ``text`` shape (kept under this name for scripts that imported it)."""
+    return _shapes.text_message(turn)
 
 
 @undying.step
-async def grow(history: list[dict[str, object]], turn: int) -> list[dict[str, object]]:
-    return [*history, message(turn)]
+async def grow(history: list[dict[str, object]], shape: str, turn: int) -> list[dict[str, object]]:
+    return [*history, _shapes.message(shape, turn)]
 
 
 @undying.step
-async def say(turn: int) -> dict[str, object]:
-    return message(turn)
+async def say(shape: str, turn: int) -> dict[str, object]:
+    return _shapes.message(shape, turn)
 
 
 def db_bytes(path: str) -> int:
@@ -44,7 +54,8 @@ def db_bytes(path: str) -> int:
     return os.path.getsize(path)
 
 
-async def run(path: str, turns: int, whole: bool) -> int:
+async def run(path: str, turns: int, whole: bool, shape: str = "text") -> tuple[int, float]:
+    """(database bytes, seconds from start to result) of one agent run of ``turns`` turns."""
     app = App(path)
 
     @app.workflow(name="agent")
@@ -52,37 +63,139 @@ async def run(path: str, turns: int, whole: bool) -> int:
         history: list[dict[str, object]] = []
         for turn in range(turns):
             if whole:
-                history = await grow(history, turn)
+                history = await grow(history, shape, turn)
             else:
-                history.append(await say(turn))
+                history.append(await say(shape, turn))
         return len(history)
 
     async with app:
-        assert await (await app.start(agent)).result() == turns
-    return db_bytes(path)
+        if turns:
+            start = time.perf_counter()
+            assert await (await app.start(agent)).result() == turns
+            elapsed = time.perf_counter() - start
+        else:
+            elapsed = 0.0
+    return db_bytes(path), elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--turns", type=int, nargs=2, default=[100, 1000])
-    args = parser.parse_args()
-    small, large = args.turns
-    tmp = tempfile.mkdtemp(prefix="undying-growth-")
-    real = sum(len(repr(message(t))) for t in range(large))
-    print(f"real data at N={large}: {real / 2**20:.2f} MiB of messages")
-    for whole, label in (
-        (True, "each step returns the whole history"),
-        (False, "each step returns the new message"),
-    ):
-        sizes = [
-            asyncio.run(run(os.path.join(tmp, f"{whole}-{n}.db"), n, whole)) for n in (small, large)
-        ]
-        exponent = math.log(sizes[1] / sizes[0]) / math.log(large / small)
-        print(
-            f"{label}: N={small}: {sizes[0] / 2**20:.2f} MiB, "
-            f"N={large}: {sizes[1] / 2**20:.2f} MiB, growth exponent {exponent:.2f}"
+def measure(
+    files: common.FreshFiles, shape: str, whole: bool, turns: int, reps: int
+) -> dict[str, Any]:
+    sizes, times = [], []
+    for _ in range(reps):
+        size, elapsed = asyncio.run(
+            run(files.path(f"{shape}-{whole}-{turns}"), turns, whole, shape)
         )
+        sizes.append(size)
+        times.append(elapsed / turns * 1e3)
+    return {"bytes": sizes, "ms_per_step": times}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--turns", default=None, help="comma list of N (default 100,1000)")
+    p.add_argument("--shapes", default="text,hex", help="comma list of: text, hex")
+    args = p.parse_args(argv)
+    turns = common.sizes(args.turns or ("20,100" if args.quick else "100,1000"))
+    shapes = [s for s in args.shapes.split(",") if s]
+    reps = args.reps or (1 if args.quick else 3)
+    figures = common.Figures("storage_growth")
+    print(f"storage growth: N = {turns} turns, shapes {shapes}, median of {reps}")
+    print(common.env_line())
+    rows: list[list[Any]] = []
+    summary = []
+    with common.temp_dir(args.tmp) as root:
+        files = common.FreshFiles(root)
+        empty, _ = asyncio.run(run(files.path("empty"), 0, True))
+        figures.add(
+            "storage.empty_db", "empty undying database", "bytes", [empty], backend="sqlite"
+        )
+        for shape in shapes:
+            for whole, label in ((True, "whole history"), (False, "new message")):
+                medians = []
+                for n in turns:
+                    r = measure(files, shape, whole, n, reps)
+                    key = "whole" if whole else "message"
+                    size = figures.add(
+                        f"storage.{shape}.{key}.n{n}",
+                        f"database bytes, {shape} messages, each step returns the {label}",
+                        "bytes",
+                        r["bytes"],
+                        backend="sqlite",
+                        shape=shape,
+                        returns=key,
+                        n=n,
+                        distinct_bytes=_shapes.distinct_bytes(shape, n),
+                        empty_bytes=empty,
+                    )
+                    ms = figures.add(
+                        f"storage.{shape}.{key}.n{n}.time",
+                        f"ms per step, {shape} messages, each step returns the {label}",
+                        "ms/step",
+                        r["ms_per_step"],
+                        backend="sqlite",
+                        shape=shape,
+                        returns=key,
+                        n=n,
+                    )
+                    medians.append(size["median"])
+                    rows.append(
+                        [
+                            shape,
+                            label,
+                            n,
+                            size["median"] / 2**20,
+                            (size["median"] - empty) / 2**20,
+                            _shapes.distinct_bytes(shape, n) / 2**20,
+                            ms["median"],
+                            common.spread(r["ms_per_step"]),
+                        ]
+                    )
+                    print(
+                        f"  .. {shape}, {label}, N={n}: {size['median'] / 2**20:.2f} MiB, "
+                        f"{ms['median']:.2f} ms/step",
+                        flush=True,
+                    )
+                if len(turns) >= 2 and medians[0] > 0:
+                    exponent = math.log(medians[-1] / medians[0]) / math.log(turns[-1] / turns[0])
+                    figures.add(
+                        f"storage.{shape}.{'whole' if whole else 'message'}.exponent",
+                        f"growth exponent, {shape}, {label}, N={turns[0]}..{turns[-1]}",
+                        "exponent",
+                        [exponent],
+                        backend="sqlite",
+                        shape=shape,
+                    )
+                    if whole:
+                        summary.append(
+                            common.summary_line(
+                                f"storage, growing history ({shape}), N={turns[-1]}",
+                                f"{medians[-1] / 2**20:.2f} MiB, growth exponent {exponent:.2f}",
+                                "(info)",
+                                None,
+                            )
+                        )
+    print()
+    print(
+        common.table(
+            f"Database bytes after N turns (MiB; empty database {empty / 2**20:.3f} MiB)",
+            [
+                "shape",
+                "each step returns",
+                "N",
+                "MiB",
+                "MiB over empty",
+                "distinct MiB",
+                "ms/step",
+                "ms/step min..max",
+            ],
+            rows,
+        )
+    )
+    figures.write(args.json)
+    common.emit_summary(summary)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -173,6 +173,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(f"target: sequential >= {TARGET_SEQUENTIAL:,.0f} wf/s")
+    figures = common.Figures("throughput")
+    meta = {"backend": "sqlite", "durability": args.durability, "n": n}
+    base_id = f"throughput.sqlite.{args.durability}"
+    figures.add(
+        f"{base_id}.baseline",
+        "baseline: 3 autocommit writes per run (sqlite3)",
+        "wf/s",
+        base,
+        better="higher",
+        **meta,
+    )
+    figures.add(
+        f"{base_id}.sequential",
+        "undying sequential 1-step workflows",
+        "wf/s",
+        seq,
+        better="higher",
+        target=TARGET_SEQUENTIAL,
+        **meta,
+    )
+    figures.add(
+        f"{base_id}.sequential.ratio",
+        "sequential / baseline (paired)",
+        "x",
+        common.paired_ratios(seq, base),
+        better="higher",
+        **meta,
+    )
+    figures.add(
+        f"{base_id}.concurrent",
+        "undying concurrent 1-step workflows",
+        "wf/s",
+        conc,
+        better="higher",
+        **{**meta, "n": cn},
+    )
+    figures.write(args.json)
     common.emit_summary(
         [
             common.summary_line(

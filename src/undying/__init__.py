@@ -7,13 +7,14 @@ crash any worker re-runs the code and every completed call returns its recorded 
 from __future__ import annotations
 
 from .app import App, RunHandle
-from .context import ArgumentDigestChanged, ChildHandle, Context
+from .context import ChildHandle, Context
 from .errors import (
     EventTimeout,
     InvalidArgument,
     LeaseLost,
     NonDeterminismError,
     RunNotFound,
+    RunQuarantined,
     SerializationError,
     StepFailed,
     StepInDoubt,
@@ -23,8 +24,10 @@ from .errors import (
     WorkflowCancelled,
     WorkflowFailed,
 )
-from .steps import StepInfo, current_step, idempotency_key, in_workflow, step
-from .steps import workflow_context as current_context
+from .journal import ArgumentDigestChanged
+from .known_types import register_type
+from .scope import StepInfo
+from .steps import current_context, current_step, idempotency_key, in_workflow, step
 
 __version__ = "0.1.0"
 
@@ -39,6 +42,7 @@ __all__ = [
     "NonDeterminismError",
     "RunHandle",
     "RunNotFound",
+    "RunQuarantined",
     "SerializationError",
     "StepFailed",
     "StepInDoubt",
@@ -53,5 +57,6 @@ __all__ = [
     "current_step",
     "idempotency_key",
     "in_workflow",
+    "register_type",
     "step",
 ]

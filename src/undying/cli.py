@@ -3,51 +3,80 @@
 Commands that only read or steer runs need a database: ``--db URL`` or
 ``$UNDYING_DATABASE_URL`` (default ``./undying.db``). Commands that execute code
 (``worker``, ``replay-check``) take ``MODULE:APP``, the import path of your App.
+
+Every failure ends as one ``error: ...`` line on stderr and a non-zero exit code (2 for a
+usage error, 1 for anything else, 130 after Ctrl-C, 141 when the reader of stdout went
+away), never as a traceback: an operator reading a failed command needs what went wrong and
+what to do, not undying's call stack. ``UNDYING_DEBUG=1`` shows the traceback of an
+unexpected error. The read commands are in ``cli_inspect``, the formatting and the JSON
+shapes in ``cli_output``; the reference is docs/cli.md (a test keeps it in step).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
+from . import cli_output as out
 from .app import App
-from .errors import UndyingError
-from .journal import rebuild_error
+from .cli_inspect import client, cmd_runs, cmd_show
+from .errors import InvalidArgument, UndyingError
 from .store import store_from_url
-from .store.base import RunFilter
+from .store.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    WAITING,
+)
+
+STATUSES = (PENDING, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 
 
 def load_app(path: str) -> App:
     """Import ``module:attribute`` and return the App it names."""
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"expected MODULE:APP (for example myagents.main:app), got {path!r}")
+        raise SystemExit(
+            f"error: expected MODULE:APP (for example myagents.main:app), got {path!r}"
+        )
     sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise SystemExit(f"error: cannot import {module_name!r}: {_where(exc)}") from exc
     app = getattr(module, attr, None)
     if not isinstance(app, App):
-        raise SystemExit(f"{path!r} is not an undying.App (got {type(app).__name__})")
+        raise SystemExit(
+            f"error: {path!r} is not an undying.App (got {type(app).__name__}): name the "
+            "App object, as in myagents.main:app"
+        )
     return app
 
 
-def _client(args: argparse.Namespace) -> App:
-    return App(args.db, worker=False)
+def _where(exc: BaseException) -> str:
+    """``Type: message (file, line N)``: where an import failed, without the whole stack."""
+    text = out.one_line(f"{type(exc).__name__}: {exc}")
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) or not frames:
+        return text
+    last = frames[-1]
+    return f"{text} ({last.filename}, line {last.lineno})"
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
+# -- running and steering --------------------------------------------------------------------
 async def _cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     app.is_worker = True  # the module may build a client-only App; here it must work
@@ -57,7 +86,8 @@ async def _cmd_worker(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with app:
         print(
-            f"undying worker {app.worker_id} on {app.store.url}: {len(app._workflows)} workflows",
+            f"undying worker {app.worker_id} on {app.store.url}: "
+            f"{len(app.registry.workflows)} workflows",
             flush=True,
         )
         await stop.wait()
@@ -65,69 +95,22 @@ async def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _cmd_runs(args: argparse.Namespace) -> int:
-    async with _client(args) as app:
-        runs = await app.store.list_runs(
-            RunFilter(status=args.status, workflow=args.workflow, limit=args.limit)
-        )
-        print(f"{'RUN':40} {'STATUS':10} {'WORKFLOW':40} UPDATED")
-        for run in runs:
-            print(f"{run.run_id:40} {run.status:10} {run.workflow:40} {_when(run.updated_at)}")
-    return 0
-
-
-async def _cmd_show(args: argparse.Namespace) -> int:
-    async with _client(args) as app:
-        run = await app._get(args.run)
-        codec = app.codec
-        print(f"run       {run.run_id}\nworkflow  {run.workflow}\nstatus    {run.status}")
-        print(
-            f"owner     {run.owner or '-'} (epoch {run.epoch})\ncreated   {_when(run.created_at)}"
-        )
-        if run.status_value is not None:
-            print(f"progress  {_short(codec.decode(run.status_value))}")
-        if run.output is not None:
-            print(f"result    {_short(codec.decode(run.output))}")
-        if run.error is not None:
-            print(f"error     {rebuild_error(codec.decode(run.error))!r}")
-        await _show_token_usage(app, run.run_id)
-        print("\nSEQ  KIND    STATUS   ATTEMPT  NAME / VALUE")
-        for entry in await app.store.load_journal_meta(run.run_id):
-            value = ""
-            if not entry.deferred and entry.payload is not None:
-                try:
-                    value = _short(codec.decode(entry.payload))
-                except UndyingError as exc:
-                    value = f"<unreadable: {exc}>"
-            print(
-                f"{entry.seq:<4} {entry.kind:7} {entry.status:8} {entry.attempt:<8} "
-                f"{entry.name}  {value}"
-            )
-    return 0
-
-
-async def _show_token_usage(app: App, run_id: str) -> None:
-    from .llm.usage import usage_lines
-
-    for line in usage_lines(await app.token_usage(run_id)):
-        print(line)
-
-
-def _short(value: Any, width: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 async def _cmd_cancel(args: argparse.Namespace) -> int:
-    async with _client(args) as app:
+    async with client(args) as app:
         await app.cancel(args.run)
+    if args.json:
+        out.print_json({"run_id": args.run, "cancel_requested": True})
+    else:
         print(f"cancel requested for {args.run}")
     return 0
 
 
 async def _cmd_resume(args: argparse.Namespace) -> int:
-    async with _client(args) as app:
+    async with client(args) as app:
         resumed = await app.resume(args.run)
+    if args.json:
+        out.print_json({"run_id": args.run, "resumed": resumed})
+    else:
         print(
             f"{args.run}: "
             + ("queued to resume" if resumed else "not failed or cancelled; nothing to do")
@@ -136,19 +119,50 @@ async def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 async def _cmd_fork(args: argparse.Namespace) -> int:
-    async with _client(args) as app:
+    async with client(args) as app:
         handle = await app.fork(args.run, from_step=args.from_step, new_run_id=args.new_id)
+    if args.json:
+        out.print_json(
+            {"run_id": handle.run_id, "forked_from": args.run, "from_step": args.from_step}
+        )
+    else:
         print(f"forked {args.run} at step {args.from_step} as {handle.run_id}")
     return 0
 
 
-async def _cmd_send(args: argparse.Namespace) -> int:
+def read_payload(spec: str) -> Any:
+    """The JSON value ``undying send`` delivers: inline, ``-`` for stdin, ``@FILE`` for a file
+    (an argument is capped by the OS at ~128 KiB; an event may hold 1 MiB)."""
+    source = "the payload"
+    if spec == "-":
+        text, source = sys.stdin.read(), "the payload read from stdin"
+    elif spec.startswith("@"):
+        name = spec[1:]
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read payload file {name!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"payload file {name!r} is not UTF-8 text: {exc}") from exc
+        source = f"payload file {name!r}"
+    else:
+        text = spec
     try:
-        payload = json.loads(args.json)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"the payload must be JSON: {exc}") from exc
-    async with _client(args) as app:
+        raise InvalidArgument(
+            f"{source} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}): "
+            "give a JSON value such as '{\"ok\": true}', - to read it from stdin, or @FILE"
+        ) from exc
+
+
+async def _cmd_send(args: argparse.Namespace) -> int:
+    payload = read_payload(args.payload)
+    async with client(args) as app:
         delivered = await app.send_event(args.run, args.event, payload, key=args.key)
+    if args.json:
+        out.print_json({"run_id": args.run, "event": args.event, "delivered": delivered})
+    else:
         print("delivered" if delivered else "already delivered (same key)")
     return 0
 
@@ -160,28 +174,51 @@ async def _cmd_replay_check(args: argparse.Namespace) -> int:
     app.is_worker = False
     async with app:
         problems = await replay_check(app, limit=args.limit)
-    for problem in problems:
-        print(f"{problem.run_id} ({problem.workflow}): {problem.error}")
-    print(f"{len(problems)} run(s) do not replay with the current code")
+    if args.json:
+        out.print_json(
+            {
+                "problems": [
+                    {"run_id": p.run_id, "workflow": p.workflow, "error": p.error} for p in problems
+                ]
+            }
+        )
+    else:
+        for problem in problems:
+            print(f"{problem.run_id} ({problem.workflow}): {problem.error}")
+        print(f"{len(problems)} run(s) do not replay with the current code")
     return 1 if problems else 0
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     store = store_from_url(args.db)
     applied = asyncio.run(store.migrate())
-    print(f"{store.url}: " + (f"applied {', '.join(applied)}" if applied else "schema up to date"))
+    if args.json:
+        out.print_json({"database": store.url, "applied": applied})
+    else:
+        print(
+            f"{store.url}: " + (f"applied {', '.join(applied)}" if applied else "schema up to date")
+        )
     return 0
 
 
 async def _cmd_gc(args: argparse.Namespace) -> int:
     from .retention import collect_garbage
 
-    async with _client(args) as app:
+    async with client(args) as app:
         report = await collect_garbage(app.store, older_than_days=args.older_than_days)
-    print(
-        f"deleted {report.runs_deleted} run(s) and {report.blobs_deleted} unreferenced "
-        f"chunk(s); {report.blobs_kept} chunk(s) still in use"
-    )
+    if args.json:
+        out.print_json(
+            {
+                "runs_deleted": report.runs_deleted,
+                "blobs_deleted": report.blobs_deleted,
+                "blobs_kept": report.blobs_kept,
+            }
+        )
+    else:
+        print(
+            f"deleted {report.runs_deleted} run(s) and {report.blobs_deleted} unreferenced "
+            f"chunk(s); {report.blobs_kept} chunk(s) still in use"
+        )
     return 0
 
 
@@ -192,82 +229,158 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    print(
-        "the web UI is not built yet; `undying runs`, `undying show RUN` and "
-        "RunHandle.watch() cover the same ground for now",
-        file=sys.stderr,
-    )
-    return 2
+    from .web.server import serve  # needs the [ui] extra: imported only for this command
+
+    return serve(args.db, host=args.host, port=args.port, token=args.token, app_path=args.app)
+
+
+# -- the parser --------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (``error: ... (see undying X --help)``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {out.one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _at_least(minimum: int, convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)``, refused (one clear line) below ``minimum``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="undying", description="Crash-proof long-running AI agents."
-    )
-    parser.add_argument(
-        "--db", default=None, help="database URL (default: $UNDYING_DATABASE_URL or ./undying.db)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("worker", help="run a worker for MODULE:APP until SIGTERM")
+    parser = _Parser(prog="undying", description="Crash-proof long-running AI agents.")
+    db_help = "database URL (default: $UNDYING_DATABASE_URL or ./undying.db)"
+    parser.add_argument("--db", default=None, metavar="URL", help=db_help)
+    common = _Parser(add_help=False)  # --db after the command works too
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help=db_help)
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON (see docs/cli.md)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, *, json: bool = True) -> argparse.ArgumentParser:
+        parents = [common, as_json] if json else [common]
+        return sub.add_parser(name, help=help, description=help, parents=parents)
+
+    p = command("worker", "run a worker for MODULE:APP until SIGTERM or Ctrl-C", json=False)
     p.add_argument("app", metavar="MODULE:APP")
-    p = sub.add_parser("runs", help="list runs")
-    p.add_argument("--status")
-    p.add_argument("--workflow")
-    p.add_argument("--limit", type=int, default=50)
-    p = sub.add_parser("show", help="show a run and its journal")
+    p = command("runs", "list runs, newest first")
+    p.add_argument(
+        "--status",
+        choices=STATUSES,
+        metavar="S",
+        help="only runs with this status: " + ", ".join(STATUSES),
+    )
+    p.add_argument("--workflow", metavar="W", help="only runs of this workflow")
+    p.add_argument("--parent", metavar="RUN", help="only the children of this run")
+    p.add_argument(
+        "--limit",
+        type=_at_least(1, int, "a whole number"),
+        default=50,
+        metavar="N",
+        help="at most N runs (50)",
+    )
+    p.add_argument("--watch", action="store_true", help="print the list again whenever it changes")
+    p = command("show", "show a run: status, result or error, and its journal as a timeline")
     p.add_argument("run")
-    p = sub.add_parser("cancel", help="cancel a run and its children")
+    p.add_argument("--full", action="store_true", help="print whole values, pretty-printed")
+    p = command("cancel", "cancel a run and its children")
     p.add_argument("run")
-    p = sub.add_parser("resume", help="resume a failed or cancelled run from its journal")
+    p = command("resume", "resume a failed or cancelled run from its journal")
     p.add_argument("run")
-    p = sub.add_parser("fork", help="new run reusing the first N journal entries")
+    p = command("fork", "start a new run that reuses the first N journal entries")
     p.add_argument("run")
-    p.add_argument("--from-step", type=int, required=True)
-    p.add_argument("--new-id")
-    p = sub.add_parser("send", help="send an event with a JSON payload to a run")
+    p.add_argument(
+        "--from-step", type=_at_least(0, int, "a journal position"), required=True, metavar="N"
+    )
+    p.add_argument("--new-id", metavar="ID", help="the new run's id (default RUN~fork-XXXXXXXX)")
+    p = command("send", "send an event with a JSON payload to a run")
     p.add_argument("run")
     p.add_argument("event")
-    p.add_argument("json")
-    p.add_argument("--key")
-    p = sub.add_parser(
-        "replay-check", help="check finished runs still replay with the current code"
-    )
+    p.add_argument("payload", metavar="JSON", help="a JSON value, - (stdin) or @FILE")
+    p.add_argument("--key", help="deliver at most once per key")
+    p = command("replay-check", "check that finished runs still replay with the current code")
     p.add_argument("app", metavar="MODULE:APP")
-    p.add_argument("--limit", type=int, default=1000)
-    p = sub.add_parser("ui", help="serve the web UI")
+    p.add_argument(
+        "--limit",
+        type=_at_least(1, int, "a whole number"),
+        default=1000,
+        metavar="N",
+        help="runs per status (1000)",
+    )
+    p = command("ui", "serve the web UI", json=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    sub.add_parser("migrate", help="apply database migrations")
-    p = sub.add_parser("gc", help="delete old runs and chunks no journal refers to")
+    p.add_argument("--token", help="required off 127.0.0.1 (default: $UNDYING_UI_TOKEN)")
+    p.add_argument("--app", metavar="MODULE:APP", help="import it to decode its classes")
+    command("migrate", "apply database migrations")
+    p = command("gc", "delete old runs and the chunks no journal refers to")
     p.add_argument(
-        "--older-than-days", type=float, default=None, help="also delete runs ended before this"
+        "--older-than-days",
+        type=_at_least(0, float, "a number of days"),
+        default=None,
+        metavar="N",
+        help="also delete runs that ended more than N days ago",
     )
-    p = sub.add_parser("demo", help="crash and recover the example research agent")
+    p = command("demo", "crash and recover the example research agent", json=False)
     p.add_argument("--dir", default=None, help="where to keep the demo database")
     return parser
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "worker": _cmd_worker,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "cancel": _cmd_cancel,
+    "resume": _cmd_resume,
+    "fork": _cmd_fork,
+    "send": _cmd_send,
+    "replay-check": _cmd_replay_check,
+    "migrate": _cmd_migrate,
+    "gc": _cmd_gc,
+    "demo": _cmd_demo,
+    "ui": _cmd_ui,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers: dict[str, Any] = {
-        "worker": _cmd_worker,
-        "runs": _cmd_runs,
-        "show": _cmd_show,
-        "cancel": _cmd_cancel,
-        "resume": _cmd_resume,
-        "fork": _cmd_fork,
-        "send": _cmd_send,
-        "replay-check": _cmd_replay_check,
-        "migrate": _cmd_migrate,
-        "gc": _cmd_gc,
-        "demo": _cmd_demo,
-        "ui": _cmd_ui,
-    }
-    handler = handlers[args.command]
+    handler = COMMANDS[args.command]
     try:
         if asyncio.iscoroutinefunction(handler):
-            return int(asyncio.run(handler(args)))
-        return int(handler(args))
+            code = int(asyncio.run(handler(args)))
+        else:
+            code = int(handler(args))
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at interpreter exit
+        return code
     except UndyingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`undying show RUN | head`): stop quietly, and keep Python
+        # from complaining when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if os.environ.get("UNDYING_DEBUG"):
+            raise
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc} (set UNDYING_DEBUG=1 to see the traceback)"
+        )
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"error: {out.one_line(message)}", file=sys.stderr)
+    return code

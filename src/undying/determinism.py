@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import NonDeterminismError
-from .steps import current_context
+from .scope import current_run
 
 _REPLACEMENT = {
     "time.time": "ctx.now()",
@@ -80,7 +80,7 @@ def _caller_is_app_code(filename: str) -> bool:
 
 def check(what: str) -> None:
     """Raise if workflow code of a strict app is calling ``what`` directly."""
-    ctx = current_context.get()
+    ctx = current_run.get()
     if ctx is None or not ctx.strict:
         return
     frame = sys._getframe(2)
@@ -95,7 +95,7 @@ def check(what: str) -> None:
 
 def _guard(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if current_context.get() is not None:
+        if current_run.get() is not None:
             check(label)
         return fn(*args, **kwargs)
 

@@ -17,7 +17,9 @@ running a run somebody cancelled.
      ├── UnknownWorkflow             no workflow registered under that name
      ├── RunNotFound                 no run with that id
      ├── InvalidArgument             (also a ValueError) bad input to a public entry point
-     └── StoreError                  the database is unusable (schema too new, bad URL, ...)
+     ├── StoreError                  the database is unusable (schema too new, bad URL, ...)
+     └── WorkflowFailed              a run's error that cannot be rebuilt in this process
+          └── RunQuarantined         a run kept taking its workers down and was set aside
     BaseException
      └── WorkflowCancelled           delivered at the next journaled call of a cancelled run
 
@@ -151,3 +153,37 @@ class WorkflowFailed(UndyingError):
         super().__init__(message or f"{error_type}: {error_message}")
         self.error_type = error_type
         self.error_message = error_message
+
+
+class RunQuarantined(WorkflowFailed):
+    """A run kept taking its workers down and was set aside (status failed, journal kept).
+
+    Its owner died (or stopped renewing its lease) ``takeovers`` times in a row without the
+    journal moving past ``position``, more than ``App(max_takeovers_without_progress=...)``
+    allows. Fix the cause, then ``undying resume RUN``.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: str = "",
+        takeovers: int = 0,
+        position: int = 0,
+        generation: int = 0,
+    ) -> None:
+        if message is None:
+            where = f"journal position {position}"
+            if generation:
+                where += f" (generation {generation})"
+            message = (
+                f"run {run_id!r} quarantined: taken over {takeovers} times in a row without "
+                f"progress at {where}: each time, its owner had died (a crash such as "
+                "SIGSEGV, os._exit or an OOM kill) or stopped renewing its lease while "
+                "executing it (see the workers' logs). Fix the cause, then "
+                f"`undying resume {run_id}`"
+            )
+        super().__init__(message, error_type="undying.errors.RunQuarantined", error_message=message)
+        self.run_id = run_id
+        self.takeovers = takeovers
+        self.position = position

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from .store.base import Entry, Store
+from .store.base import Entry, ReadSide, Store
 
 REF_MARK = 0x10
 _REF_PREFIX = bytes([REF_MARK])
@@ -45,8 +45,9 @@ async def offload(store: Store, entries: Sequence[Entry]) -> None:
             entry.payload = _REF_PREFIX + root
 
 
-async def resolve(store: Store, payload: bytes) -> bytes:
-    """The codec frame a stored payload stands for (joining chunks when it is a reference)."""
+async def resolve(store: ReadSide, payload: bytes) -> bytes:
+    """The codec frame a stored payload stands for (joining chunks when it is a reference;
+    only reads, so read-only tools such as the web UI use it too)."""
     if not is_ref(payload):
         return payload
     from .chunking import join

@@ -9,16 +9,14 @@ grows (a message list, a scratchpad) stores only what changed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
 from .payloads import resolve
-from .store.base import OK, Entry
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .journal import Recorder
 
 _MISSING = object()  # not in the cache: ask the store
 _ABSENT = object()  # known to have no value (never set, or deleted)
@@ -35,8 +33,8 @@ def _check_key(key: object) -> str:
 class RunState:
     """Durable per-run key/value state; see the module docstring."""
 
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
+    def __init__(self, recorder: Recorder) -> None:
+        self._rec = recorder
         self._cache: dict[str, Any] = {}
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -44,30 +42,27 @@ class RunState:
         _check_key(key)
         value = self._cache.get(key, _MISSING)
         if value is _MISSING:
-            ctx = self._ctx
-            payload = await ctx._store.load_state(ctx.run_id, key, ctx._seq)
-            value = _ABSENT if payload is None else ctx._decode(await resolve(ctx._store, payload))
+            rec = self._rec
+            payload = await rec.store.load_state(rec.run.run_id, key, rec.next_position)
+            value = (
+                _ABSENT if payload is None else rec.codec.decode(await resolve(rec.store, payload))
+            )
             self._cache[key] = value
         return default if value is _ABSENT else value
 
     def set(self, key: str, value: Any) -> None:
         """Set ``key``; journaled with the run's next write (durable before any later step)."""
-        self._write(_check_key(key), value, self._ctx._codec.encode(value, root=f"state[{key!r}]"))
+        self._write(_check_key(key), value, self._rec.codec.encode(value, root=f"state[{key!r}]"))
 
     def delete(self, key: str) -> None:
         """Forget ``key``; later reads return their default."""
         self._write(_check_key(key), _ABSENT, None)
 
     def _write(self, key: str, value: Any, payload: bytes | None) -> None:
-        ctx = self._ctx
-        seq = ctx._next()
-        entry = ctx._cursor.take(seq)
-        if entry is not None:
-            ctx._check(seq, entry, "state", key)
-        else:
-            ctx._raise_if_cancelled()
-            now = time.time()
-            ctx._pending.append(Entry(seq, "state", key, OK, payload, None, 1, now, now))
+        rec = self._rec
+        seq = rec.position()
+        if rec.recorded(seq, "state", key) is None:
+            rec.buffer(seq, "state", key, payload)
         self._cache[key] = value
 
     def cached(self) -> Iterator[tuple[str, Any]]:

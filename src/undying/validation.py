@@ -8,21 +8,79 @@ import re
 
 from .errors import InvalidArgument
 
+# Ids users choose never contain '~'; every id undying generates does, after the id it derives
+# from: "parent~seq", "parent~gen.seq" (children) and "source~fork-<8 hex>" (forks). The text
+# after the last '~' tells the three apart, so generated ids can neither collide with a user's
+# id nor with each other. Idempotency keys add '#', which no run id contains (steps.py).
 _RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
+# A reference names an existing run: a plain head (long ones are children recorded before
+# generated ids took '~': "parent.0" of a 200-character parent) and any generated suffixes.
+_RUN_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*(?:~(?:\d+(?:\.\d+)?|fork-[0-9a-f]{8}))*")
+MAX_RUN_ID = 200
+MAX_RUN_REF = 1000
 _EVENT = re.compile(r"[^\x00-\x1f]{1,200}")
 MAX_EVENT_BYTES = 1 << 20
 
 
 def check_run_id(run_id: object) -> str:
-    """Run ids appear in URLs, logs, idempotency keys and file names: keep them plain."""
+    """A new run's id, chosen by the user (``start(run_id=)``, ``fork(new_run_id=)``).
+
+    Run ids appear in URLs, logs, idempotency keys and file names: keep them plain."""
     if not isinstance(run_id, str):
         raise InvalidArgument(f"a run id must be a string, not {type(run_id).__name__}")
     if not _RUN_ID.fullmatch(run_id):
+        reserved = (
+            " ('~' is reserved for the ids undying gives child and forked runs)"
+            if "~" in run_id
+            else ""
+        )
         raise InvalidArgument(
-            f"malformed run id {run_id!r}: use 1-200 characters from letters, digits and "
-            "_ . : @ + = - (not starting with a punctuation mark)"
+            f"malformed run id {run_id!r}: use 1-{MAX_RUN_ID} characters from letters, digits "
+            f"and _ . : @ + = - (not starting with a punctuation mark){reserved}"
         )
     return run_id
+
+
+def check_run_ref(run_id: object) -> str:
+    """The id of an existing run (handle, show, cancel, send_event, resume, fork source):
+    a user's id or one undying generated for a child or a fork."""
+    if not isinstance(run_id, str):
+        raise InvalidArgument(f"a run id must be a string, not {type(run_id).__name__}")
+    if len(run_id) > MAX_RUN_REF or not _RUN_REF.fullmatch(run_id):
+        raise InvalidArgument(
+            f"malformed run id {run_id!r}: a run id is 1-{MAX_RUN_ID} characters from letters, "
+            "digits and _ . : @ + = - (not starting with a punctuation mark), followed for "
+            "child and forked runs by what undying adds (~3, ~1.3, ~fork-1a2b3c4d), "
+            f"{MAX_RUN_REF} characters in all"
+        )
+    return run_id
+
+
+def child_run_id(parent_id: str, generation: int, seq: int) -> str:
+    """The id of the child started at position ``seq`` of ``parent_id``'s ``generation``.
+
+    Fixed by the code, so a replayed parent finds the child it started before; positions
+    restart at 0 after ``continue_as_new``, so later generations put theirs in the id."""
+    child_id = f"{parent_id}~{generation}.{seq}" if generation else f"{parent_id}~{seq}"
+    if len(child_id) > MAX_RUN_REF:
+        raise InvalidArgument(
+            f"the child run of {parent_id[:40]!r}... at position {seq} would get a "
+            f"{len(child_id)}-character id, over the {MAX_RUN_REF}-character limit: child "
+            "workflows are nested too deep (each level adds to the id): nest fewer levels "
+            "(a parent can start many children side by side) or give the top run a shorter id"
+        )
+    return child_id
+
+
+def fork_run_id(source_id: str, tag: str) -> str:
+    """The default id of a fork of ``source_id``; ``tag`` is 8 random hex digits."""
+    fork_id = f"{source_id}~fork-{tag}"
+    if len(fork_id) > MAX_RUN_REF:
+        raise InvalidArgument(
+            f"a fork of {source_id[:40]!r}... would get a {len(fork_id)}-character id, over "
+            f"the {MAX_RUN_REF}-character limit: pass new_run_id= (or --new-id)"
+        )
+    return fork_id
 
 
 def check_event_name(name: object) -> str:

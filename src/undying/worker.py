@@ -4,6 +4,10 @@ One worker lives inside every ``App`` that is entered with ``async with app:``. 
 claims, at once, every run whose owner is dead (its lock is free) or whose lease expired, so
 recovery has no polling delay. Afterwards a scheduler loop sleeps until the next timer, a
 change made by another process, or a poke from this one, and claims what became due.
+
+The worker is the runs' host (``host.RunHost``): it starts child runs (executing them right
+here when it can) and resolves workflow names. It knows the App only through what the App
+hands it (store, settings, registry, the local-runs board), never the App itself.
 """
 
 from __future__ import annotations
@@ -13,17 +17,37 @@ import contextlib
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .context import Context, ContinueAsNew, Suspended
-from .errors import LeaseLost, SerializationError, UnknownWorkflow, WorkflowCancelled
-from .journal import JournalCursor, describe_error
+from .attempts import unwinds_the_run
+from .codec import Codec
+from .context import Context
+from .errors import (
+    InvalidArgument,
+    LeaseLost,
+    RunQuarantined,
+    SerializationError,
+    UnknownWorkflow,
+    WorkflowCancelled,
+)
+from .execution import CONTINUED, LEASE_LOST, SUSPENDED, Outcome, execute
+from .failures import describe_error, type_path
+from .journal import JournalCursor, Recorder
+from .local import LocalRuns
+from .registry import Registry
 from .retention import collect_garbage
-from .steps import current_context
-from .store.base import CANCELLED, COMPLETED, FAILED, Claim, RunRecord, retry_transient
-
-if TYPE_CHECKING:
-    from .app import App
+from .settings import Settings
+from .store.base import (
+    CANCELLED,
+    FAILED,
+    Claim,
+    Entry,
+    NewRun,
+    RunRecord,
+    Store,
+    progress_position,
+    retry_transient,
+)
 
 log = logging.getLogger("undying.worker")
 GC_INTERVAL = 3600.0
@@ -32,11 +56,28 @@ GC_INTERVAL = 3600.0
 class Worker:
     """Executes runs for one App; see the module docstring."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        registry: Registry,
+        local: LocalRuns,
+        worker_id: str,
+        *,
+        codec: Codec,
+        digest_codec: Codec,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.registry = registry
+        self.local = local
+        self.worker_id = worker_id
+        self.codec = codec
+        self.digest_codec = digest_codec
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.contexts: dict[str, Context] = {}
-        #: runs cancelled while claimed here but before their context existed
+        #: the journals of the runs executing here, by run id
+        self.recorders: dict[str, Recorder] = {}
+        #: runs cancelled while claimed here but before their journal was loaded
         self.cancelled: set[str] = set()
         self._poke = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -65,31 +106,88 @@ class Worker:
             task.cancel()
         if running:
             await asyncio.gather(*running.values(), return_exceptions=True)
-        store = self.app._store
-        if running and store is not None:
             with contextlib.suppress(Exception):
-                await store.release_runs(self.app.worker_id, list(running), time.time())
+                await self.store.release_runs(self.worker_id, list(running), time.time())
 
     def poke(self) -> None:
+        """Claim again soon: something this process did may have made work due."""
         self._poke.set()
+
+    # -- the runs' host (host.RunHost) ----------------------------------------------------------
+    @property
+    def suspend_after(self) -> float:
+        return self.settings.suspend_after
+
+    def workflow_name(self, workflow: object) -> str:
+        return self.registry.name_of(workflow)
+
+    async def start_child(
+        self,
+        parent_id: str,
+        child_id: str,
+        workflow: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        encoded = self.codec.encode([list(args), kwargs], root="child workflow arguments")
+        now = time.time()
+        created, record = await self.store.create_run(
+            NewRun(child_id, workflow, encoded, parent_id=parent_id),
+            owner=self.worker_id,
+            lease_expires=now + self.settings.lease_ttl,
+            now=now,
+        )
+        if not created and record.parent_id != parent_id:
+            raise InvalidArgument(  # adopting it would hand the parent another run's result
+                f"run {child_id!r} already exists and is not a child of {parent_id!r}"
+            )
+        if created:
+            self.spawn(record, fresh=True)
+
+    def status_changed(self, run_id: str, value: Any) -> None:
+        self.local.status[run_id] = value
+        self.local.changed()
+
+    # -- steering runs executing here -------------------------------------------------------------
+    def wake(self, run_id: str | None) -> None:
+        """Something about ``run_id`` (None: anything) changed: wake its waits, claim again."""
+        if run_id is not None:
+            rec = self.recorders.get(run_id)
+            if rec is not None:
+                rec.wake()
+        self.poke()
+
+    def deliver_cancel(self, run_ids: list[str]) -> None:
+        """Cancel the runs among ``run_ids`` that execute here."""
+        for run_id in run_ids:
+            rec = self.recorders.get(run_id)
+            if rec is not None:
+                if rec.cancelled is None:
+                    rec.cancel(WorkflowCancelled())
+            elif run_id in self.tasks:
+                self.cancelled.add(run_id)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run and its descendants, those executing here at once."""
+        error = describe_error(WorkflowCancelled(), self.codec)
+        self.deliver_cancel(await self.store.request_cancel(run_id, error, time.time()))
+        self.local.changed()
 
     # -- claiming -------------------------------------------------------------------------------
     async def claim_and_spawn(self) -> None:
-        app = self.app
-        store = app._store_or_raise()
         now = time.time()
         per_queue: dict[str, int] = {}
-        for ctx in self.contexts.values():
-            queue = getattr(ctx, "queue", None)
+        for rec in self.recorders.values():
+            queue = rec.run.queue
             if queue:
                 per_queue[queue] = per_queue.get(queue, 0) + 1
-        limit = app.max_concurrent_runs - len(self.tasks)
-        claims = await store.claim(
-            app.worker_id,
+        limit = self.settings.max_concurrent_runs - len(self.tasks)
+        claims = await self.store.claim(
+            self.worker_id,
             now=now,
-            lease_expires=now + app.lease_ttl,
+            lease_expires=now + self.settings.lease_ttl,
             limit=limit,
-            queues=app._queues,
+            queues=self.registry.queues,
             running_per_queue=per_queue,
         )
         self._backlog = limit <= 0 or len(claims) >= limit
@@ -97,6 +195,7 @@ class Worker:
             self.spawn(claim.run, fresh=False, claim=claim)
 
     def spawn(self, run: RunRecord, *, fresh: bool, claim: Claim | None = None) -> None:
+        """Execute ``run`` here (``fresh``: just created, its journal is known to be empty)."""
         old = self.tasks.get(run.run_id)
         if old is not None and not old.done():
             # A newer claim of a run this worker still executes: the old task is fenced out.
@@ -110,17 +209,15 @@ class Worker:
             del self.tasks[run_id]
             if self._backlog:
                 self.poke()  # the last claim was cut short by the limit: work may be waiting
-        if not task.cancelled() and task.exception() is not None:
-            log.error("run %s crashed the worker task", run_id, exc_info=task.exception())
 
     async def _scheduler(self) -> None:
-        store = self.app._store_or_raise()
+        store = self.store
         while not self._stopping:
             try:
                 self._poke.clear()  # before claiming: a poke during the claim is not lost
                 await self.claim_and_spawn()
                 wake = await store.next_wake_at()
-                timeout = self.app.poll_interval
+                timeout = self.settings.poll_interval
                 if wake is not None:
                     timeout = max(0.0, min(timeout, wake - time.time() + 0.001))
                 poke = asyncio.ensure_future(self._poke.wait())
@@ -139,154 +236,155 @@ class Worker:
                 raise
             except Exception:
                 log.exception("scheduler iteration failed; retrying")
-                await asyncio.sleep(self.app.poll_interval)
+                await asyncio.sleep(self.settings.poll_interval)
 
     async def _on_external_change(self) -> None:
         """Another process wrote: wake local waiters and handles, deliver cancellations."""
-        store = self.app._store_or_raise()
-        for run_id in await store.cancel_requests(self.app.worker_id):
-            ctx = self.contexts.get(run_id)
-            if ctx is not None and ctx._cancelled is None:
-                ctx._cancel(WorkflowCancelled())
-        for ctx in self.contexts.values():
-            ctx._wake()
-        self.app._notify(None)
+        self.deliver_cancel(await self.store.cancel_requests(self.worker_id))
+        for rec in self.recorders.values():
+            rec.wake()
+        self.local.changed()
 
     async def _heartbeat(self) -> None:
-        store = self.app._store_or_raise()
+        store = self.store
+        settings = self.settings
         next_gc = time.monotonic()
         while not self._stopping:
-            if self.app.retention_days is not None and time.monotonic() >= next_gc:
+            if settings.retention_days is not None and time.monotonic() >= next_gc:
                 next_gc = time.monotonic() + GC_INTERVAL
                 try:
-                    await collect_garbage(store, older_than_days=self.app.retention_days)
+                    await collect_garbage(store, older_than_days=settings.retention_days)
                 except Exception:
                     log.exception("retention/garbage collection failed; will retry")
-            await asyncio.sleep(self.app.lease_ttl / 3)
+            await asyncio.sleep(settings.lease_ttl / 3)
             try:
                 cancelled = await store.heartbeat(
-                    self.app.worker_id, time.time() + self.app.lease_ttl, list(self.tasks)
+                    self.worker_id, time.time() + settings.lease_ttl, list(self.tasks)
                 )
             except Exception:
                 log.exception("heartbeat failed; retrying")
                 continue
-            for run_id in cancelled:
-                ctx = self.contexts.get(run_id)
-                if ctx is not None and ctx._cancelled is None:
-                    ctx._cancel(WorkflowCancelled())
+            self.deliver_cancel(cancelled)
 
     # -- executing ------------------------------------------------------------------------------
     async def _execute(self, run: RunRecord, fresh: bool) -> None:
         try:
             await self._execute_run(run, fresh)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError | GeneratorExit) and unwinds_the_run(exc):
+                raise
+            # Its lease is no longer renewed: the run is taken over when it expires, and
+            # counts as a takeover without progress unless its journal moved.
+            log.error(
+                "run %r: its task died of %s: %s; it is taken over when its lease expires",
+                run.run_id,
+                type_path(exc).replace(":", "."),
+                exc,
+                exc_info=exc,
+            )
         finally:
             self.cancelled.discard(run.run_id)
-            self.app._stopped_here(run.run_id)
+            self.local.stopped(run.run_id)
 
     async def _execute_run(self, run: RunRecord, fresh: bool) -> None:
-        app = self.app
-        store = app._store_or_raise()
-        spec = app._workflows.get(run.workflow)
+        if run.stalled_takeovers and await self._quarantined(run):
+            return
+        spec = self.registry.workflows.get(run.workflow)
         if spec is None:
             exc = UnknownWorkflow(
                 f"run {run.run_id!r} is for workflow {run.workflow!r}, which this app does not "
-                f"register (known: {sorted(app._workflows)}); register it with @app.workflow "
-                f"and resume the run (`undying resume {run.run_id}`)"
+                f"register (known: {sorted(self.registry.workflows)}); register it with "
+                f"@app.workflow and resume the run (`undying resume {run.run_id}`)"
             )
-            await self._finish(run, FAILED, None, describe_error(exc, app.codec))
+            await self._finish(run, FAILED, None, describe_error(exc, self.codec))
             return
         while True:
             try:
-                args, kwargs = app.codec.decode(run.input)
+                args, kwargs = self.codec.decode(run.input)
                 cursor = (
-                    JournalCursor.empty(store, run.run_id)
+                    JournalCursor.empty(self.store, run.run_id)
                     if fresh
-                    else await JournalCursor.load(store, run.run_id)
+                    else await JournalCursor.load(self.store, run.run_id)
                 )
             except SerializationError as exc:
-                await self._finish(run, FAILED, None, describe_error(exc, app.codec))
+                await self._finish(run, FAILED, None, describe_error(exc, self.codec))
                 return
-            ctx = Context(app, run, cursor)
-            ctx.queue = run.queue  # type: ignore[attr-defined]
-            self.contexts[run.run_id] = ctx
-            deadline_timer = None
-            if run.deadline is not None:
-                deadline_timer = asyncio.get_running_loop().call_later(
-                    max(0.0, run.deadline - time.time()),
-                    ctx._cancel,
-                    WorkflowCancelled("the run's deadline passed"),
-                )
-            if run.cancel_requested or run.run_id in self.cancelled:
-                ctx._cancel(WorkflowCancelled())
-            elif run.deadline is not None and run.deadline <= time.time():
-                ctx._cancel(WorkflowCancelled("the run's deadline passed"))
-            token = current_context.set(ctx)
+            rec = Recorder(
+                self.store,
+                self,
+                run,
+                cursor,
+                codec=self.codec,
+                digest_codec=self.digest_codec,
+                strict=self.settings.strict,
+            )
+            if run.run_id in self.cancelled:
+                rec.cancel(WorkflowCancelled())
+            self.recorders[run.run_id] = rec
             try:
-                result = await spec.fn(ctx, *args, **kwargs)
-            except Suspended:
-                return
-            except ContinueAsNew as again:
-                run = await self._continue_as_new(ctx, run, again)
+                outcome = await execute(rec, spec.fn, Context(rec), args, kwargs)
+            finally:
+                if self.recorders.get(run.run_id) is rec:
+                    del self.recorders[run.run_id]
+            if outcome.status == CONTINUED:
+                assert outcome.again is not None
+                run = await self._continue_as_new(rec, outcome)
                 fresh = True
                 continue
-            except LeaseLost:
-                log.warning("run %s: lease lost, dropping it", run.run_id)
-                await self._release_if_still_mine(run)
-                return
-            except WorkflowCancelled as exc:
-                await self._finish_ctx(ctx, run, CANCELLED, None, exc)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._finish_ctx(ctx, run, FAILED, None, exc)
-                return
-            finally:
-                current_context.reset(token)
-                if deadline_timer is not None:
-                    deadline_timer.cancel()
-                if self.contexts.get(run.run_id) is ctx:
-                    del self.contexts[run.run_id]
-            try:
-                output = app.codec.encode(result, root=f"result of workflow {run.workflow}")
-            except SerializationError as exc:
-                await self._finish_ctx(ctx, run, FAILED, None, exc)
-                return
-            await self._finish(run, COMPLETED, output, None, pending=ctx._take_pending())
+            await self._settle(run, outcome)
             return
 
-    async def _release_if_still_mine(self, run: RunRecord) -> None:
-        """After a failed write, hand the run back unless another worker really owns it now,
-        so a run can never stay 'running' under a live owner that no longer executes it."""
-        with contextlib.suppress(Exception):
-            await self.app._store_or_raise().release_runs(
-                self.app.worker_id, [run.run_id], time.time()
-            )
+    async def _settle(self, run: RunRecord, outcome: Outcome) -> None:
+        """Do what an execution's outcome asks: finish the run, or let it go."""
+        if outcome.status == SUSPENDED:
+            return
+        if outcome.status == LEASE_LOST:
+            log.warning("run %s: lease lost, dropping it", run.run_id)
+            # Hand the run back unless another worker really owns it now, so a run can never
+            # stay 'running' under a live owner that no longer executes it.
+            with contextlib.suppress(Exception):
+                await self.store.release_runs(self.worker_id, [run.run_id], time.time())
+            return
+        error = None if outcome.error is None else describe_error(outcome.error, self.codec)
+        await self._finish(run, outcome.status, outcome.output, error, outcome.pending)
 
-    async def _continue_as_new(
-        self, ctx: Context, run: RunRecord, again: ContinueAsNew
-    ) -> RunRecord:
-        app = self.app
-        store = app._store_or_raise()
-        new_input = app.codec.encode(
+    async def _quarantined(self, run: RunRecord) -> bool:
+        """Fail a run that keeps taking its workers down (see ``max_takeovers_without_progress``)
+        instead of executing it once more; True if it was quarantined."""
+        limit = self.settings.max_takeovers_without_progress
+        generation, position = progress_position(run.progress_mark)
+        if limit is None or run.stalled_takeovers <= limit:
+            log.warning(
+                "run %r: taken over %d time(s) in a row without progress at journal position "
+                "%d (its owner died or stopped renewing its lease); %s",
+                run.run_id,
+                run.stalled_takeovers,
+                position,
+                "never quarantined" if limit is None else f"quarantined after {limit}",
+            )
+            return False
+        exc = RunQuarantined(
+            run_id=run.run_id,
+            takeovers=run.stalled_takeovers,
+            position=position,
+            generation=generation,
+        )
+        log.error("%s", exc)
+        await self._finish(run, FAILED, None, describe_error(exc, self.codec))
+        return True
+
+    async def _continue_as_new(self, rec: Recorder, outcome: Outcome) -> RunRecord:
+        run = rec.run
+        again = outcome.again
+        assert again is not None
+        new_input = self.codec.encode(
             [list(again.call_args), again.call_kwargs], root="continue_as_new arguments"
         )
-        await ctx._flush()
-        await store.continue_as_new(run.run_id, run.epoch, new_input, time.time())
+        await rec.flush()
+        await self.store.continue_as_new(run.run_id, run.epoch, new_input, time.time())
         run.input = new_input
         run.generation += 1
         return run
-
-    async def _finish_ctx(
-        self, ctx: Context, run: RunRecord, status: str, output: bytes | None, exc: BaseException
-    ) -> None:
-        await self._finish(
-            run,
-            status,
-            output,
-            describe_error(exc, self.app.codec),
-            pending=ctx._take_pending(),
-        )
 
     async def _finish(
         self,
@@ -294,9 +392,9 @@ class Worker:
         status: str,
         output: bytes | None,
         error: bytes | None,
-        pending: list[Any] | None = None,
+        pending: list[Entry] | None = None,
     ) -> None:
-        store = self.app._store_or_raise()
+        store = self.store
         try:
             await retry_transient(
                 lambda: store.finish_run(
@@ -315,16 +413,16 @@ class Worker:
                 "run %s: lease lost before it could finish; the new owner finishes it", run.run_id
             )
             return
-        self.app._finished(run.run_id, status, output, error)
+        self.local.ended(run.run_id, (status, output, error))
         if status == CANCELLED:  # e.g. a deadline: children go too, as with app.cancel
             with contextlib.suppress(Exception):
-                await self.app.cancel(run.run_id)
+                await self.cancel(run.run_id)
         # Only a finish that frees queue room or wakes a parent elsewhere can make new work
         # claimable here (a slot freed in a full worker is handled in _forget).
         if run.parent_id is not None:
-            parent = self.contexts.get(run.parent_id)
+            parent = self.recorders.get(run.parent_id)
             if parent is not None:
-                parent._wake()
+                parent.wake()
             else:
                 self.poke()
         elif run.queue is not None:

@@ -130,19 +130,43 @@ class Db:
         return int(self.value(query, params) or 0)
 
 
+def poll_until(
+    check: Callable[[], T], timeout: float, what: str | Callable[[], str], every: float = 0.05
+) -> T:
+    """Return ``check()``'s first truthy value, polling a condition that sends no notification
+    (a process state, a log file, a SQLite file); fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            message = what() if callable(what) else what
+            pytest.fail(f"gave up after {timeout:.0f} s waiting for {message}", pytrace=False)
+        time.sleep(every)  # pacing of the poll, not synchronisation: the condition decides
+
+
 # -- worker processes ------------------------------------------------------------------------
 
 
 class WorkerProcess:
-    """One ``undying worker pg_worker_app:app`` process; stderr goes to a file."""
+    """One ``undying worker <app>`` process (by default ``pg_worker_app:app``) on ``url``, a
+    PostgreSQL URL or a SQLite file; stderr goes to a file."""
 
-    def __init__(self, url: str, log_dir: Path, index: int, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        log_dir: Path,
+        index: int,
+        env: dict[str, str],
+        app: str = "pg_worker_app:app",
+    ) -> None:
         self.index = index
         self.stderr_path = log_dir / f"worker-{index}.stderr"
         self._stderr = self.stderr_path.open("w")
         full_env = {**os.environ, **env, "UNDYING_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "undying", "worker", "pg_worker_app:app"],
+            [sys.executable, "-m", "undying", "worker", app],
             cwd=HERE,
             env=full_env,
             stdout=subprocess.PIPE,

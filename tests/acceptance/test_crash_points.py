@@ -217,7 +217,7 @@ def test_at_most_once_step_killed_after_its_effect_is_in_doubt(
     outcome = crash_and_recover(tmp_path, "after:charge")
     assert_common(outcome, reference)
     # The workflow got StepInDoubt at the call and went on.
-    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "__main__:charge"}
+    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "crash_worker:charge"}
     expected = {**reference.result, "charged": outcome.result["charged"]}
     assert without_random(outcome.result) == without_random(expected)
     # The body ran exactly once: recovery did not run it again.
@@ -234,7 +234,7 @@ def test_at_most_once_step_killed_before_its_effect_is_in_doubt_too(
     """The intent cannot tell how far the body got: no effect is also a legitimate doubt."""
     outcome = crash_and_recover(tmp_path, "before:charge")
     assert_common(outcome, reference)
-    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "__main__:charge"}
+    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "crash_worker:charge"}
     assert outcome.count("charge", "enter") == 1
     assert outcome.count("charge", "effect") == 0
     assert outcome.result["note"] == reference.result["note"]
@@ -270,7 +270,7 @@ def test_several_crashes_in_a_row(tmp_path: Path, reference: Outcome) -> None:
     """Crash, recover, crash again during the recovery's progress, and so on."""
     outcome = crash_and_recover(tmp_path, "after:fetch,before:ledger,after:charge,after:notify")
     assert_common(outcome, reference, kills=4)
-    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "__main__:charge"}
+    assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "crash_worker:charge"}
     expected = {**reference.result, "charged": outcome.result["charged"]}
     assert without_random(outcome.result) == without_random(expected)
     counts = Counter((s, p) for s, p, _, _ in outcome.effects)
@@ -303,6 +303,6 @@ def test_two_processes_recovering_at_once_execute_the_run_once(
         assert outcome.count(other, "enter") == expected_enters, (other, outcome.effects)
     assert outcome.count("compute", "effect") == (2 if step == "compute" else 1)
     if step == "charge":
-        assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "__main__:charge"}
+        assert outcome.result["charged"] == {"in_doubt": "crash-1:4", "step": "crash_worker:charge"}
     else:
         assert without_random(outcome.result) == without_random(reference.result)

@@ -1,9 +1,12 @@
 """Fixtures for the contract suite: the same tests against every store.
 
+Memory: each test gets a named in-memory database of its own (``memory://contract-<uuid>``),
+forgotten at the end of the test; stores of that name share it, as processes share a file.
+
 PostgreSQL: the session creates its own database on the server at ``$UNDYING_TEST_PG_URL``
 (default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it once, empties every
 table before each test and drops the database at the end. An unreachable server fails the
-PostgreSQL tests with a message; it never skips them, so a green run means both stores passed.
+PostgreSQL tests with a message; it never skips them, so a green run means every store passed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from undying.store.base import Store
+from undying.store.memory import MemoryStore, drop_database
 from undying.store.postgres import PostgresStore
 from undying.store.sqlfiles import migrations
 from undying.store.sqlite import SQLiteStore
@@ -112,7 +116,7 @@ def pg_cleaner(pg_url: str) -> Iterator[Cleaner]:
     cleaner.conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -124,7 +128,10 @@ def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if backend == "sqlite":
         path = str(tmp_path / "contract.db")
         return lambda: SQLiteStore(path)
-    url: str = request.getfixturevalue("pg_url")
+    if backend == "memory":
+        url = _memory_url(request, "contract")
+        return lambda: MemoryStore(url)
+    url = request.getfixturevalue("pg_url")
     cleaner: Cleaner = request.getfixturevalue("pg_cleaner")
     cleaner.clean()
     return lambda: PostgresStore(url)
@@ -141,5 +148,14 @@ def fresh_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     """A URL of a brand-new, empty database (for migration tests)."""
     if backend == "sqlite":
         return str(tmp_path / "fresh.db")
+    if backend == "memory":
+        return _memory_url(request, "fresh")
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create_database()
+
+
+def _memory_url(request: pytest.FixtureRequest, prefix: str) -> str:
+    """A named memory database no other test uses, forgotten when the test ends."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    request.addfinalizer(lambda: drop_database(name))
+    return f"memory://{name}"

@@ -34,12 +34,12 @@ def test_usage_is_summed_per_kind_outcome_and_model(make_store: MakeStore) -> No
             await a.add_usage([_row(0), _row(1, attempt=1, outcome="error", input_tokens=0)])
             # Not fenced: a zombie of epoch 1 still records what it spent, next to epoch 2.
             await b.add_usage([_row(1, attempt=2, epoch=2), _row(2, model="gpt-y", epoch=2)])
-            await b.add_usage(
-                [_row(0, kind=SAVED, attempt=0, outcome="saved", calls=2, epoch=3)]
-            )
+            saved = _row(-1, kind=SAVED, attempt=0, outcome="saved", calls=1, epoch=3)
+            await b.add_usage([saved])
+            await b.add_usage([saved])  # saved rows of one execution add up
             totals = await a.load_usage("r1")
         assert totals == [
-            UsageTotal(SAVED, "saved", "openai", "gpt-x", 2, 10, 3, 0),
+            UsageTotal(SAVED, "saved", "openai", "gpt-x", 2, 20, 6, 0),
             UsageTotal(SPENT, "error", "openai", "gpt-x", 1, 0, 3, 0),
             UsageTotal(SPENT, "ok", "openai", "gpt-x", 2, 20, 6, 0),
             UsageTotal(SPENT, "ok", "openai", "gpt-y", 1, 10, 3, 0),

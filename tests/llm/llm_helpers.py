@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import openai
 
+import undying
 import undying.llm
 from undying.llm.testing import ScriptedServer
 
@@ -29,3 +30,9 @@ async def clients(
 
 
 USER = [{"role": "user", "content": "hi"}]
+
+
+async def replay_all(app: undying.App, run_id: str) -> undying.RunHandle[Any]:
+    """A fork of the run that reuses every journal entry: a replay of the whole run."""
+    journal = await app.store.load_journal_meta(run_id)
+    return await app.fork(run_id, from_step=journal[-1].seq + 1 if journal else 0)

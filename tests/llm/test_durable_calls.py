@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from llm_helpers import USER, clients
+from llm_helpers import USER, clients, replay_all
 
 import undying
 from undying import App, ArgumentDigestChanged, Context, NonDeterminismError
@@ -21,7 +21,7 @@ from undying.testing import temp_app
 
 async def _start_and_fork(app: App, wf: Any) -> tuple[Any, Any]:
     first = await (await app.start(wf, run_id="r1")).result(timeout=30)
-    replayed = await (await app.fork("r1", from_step=1000)).result(timeout=30)
+    replayed = await (await replay_all(app, "r1")).result(timeout=30)
     return first, replayed
 
 
@@ -115,7 +115,7 @@ def test_a_changed_prompt_on_replay_warns_or_fails_in_strict_mode(
             async with app:
                 assert await (await app.start(wf, run_id="p1")).result(timeout=30) == "ok"
                 PROMPT["text"] = "a changed prompt"
-                fork = await app.fork("p1", from_step=5)
+                fork = await replay_all(app, "p1")
                 if strict:
                     with pytest.raises(NonDeterminismError, match="different arguments"):
                         await fork.result(timeout=30)

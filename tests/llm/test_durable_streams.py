@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from llm_helpers import USER, clients
+from llm_helpers import USER, clients, replay_all
 
 from undying import App, Context
 from undying.llm.testing import ScriptedServer, reply
@@ -54,7 +54,7 @@ def test_text_arrives_live_and_replay_returns_the_final_message(
 
             async with app:
                 first = await (await app.start(streamer, run_id="s1")).result(timeout=30)
-                replayed = await (await app.fork("s1", from_step=9)).result(timeout=30)
+                replayed = await (await replay_all(app, "s1")).result(timeout=30)
             assert sum(server.requests.values()) == 1
         assert first["final"] == replayed["final"] == TEXT
         assert "".join(first["texts"]) == TEXT and len(first["texts"]) == 6
@@ -77,7 +77,7 @@ def test_a_replayed_stream_yields_nothing_unless_asked(app: App, run: Any) -> No
 
             async with app:
                 first = await (await app.start(quiet_replay, run_id="q1")).result(timeout=30)
-                replayed = await (await app.fork("q1", from_step=9)).result(timeout=30)
+                replayed = await (await replay_all(app, "q1")).result(timeout=30)
             assert server.requests["messages"] == 1
         assert first[0] > 6 and first[1:] == [TEXT, 6]
         assert replayed == [0, TEXT, 6]
@@ -126,7 +126,7 @@ def test_leaving_a_stream_early_still_journals_the_whole_message(app: App, run: 
 
             async with app:
                 assert await (await app.start(early, run_id="e1")).result(timeout=30) == TEXT
-                replay = await app.fork("e1", from_step=9)
+                replay = await replay_all(app, "e1")
                 assert await replay.result(timeout=30) == TEXT
             assert server.requests["chat.completions"] == 2
 

@@ -11,6 +11,7 @@ import pytest
 from agents import Agent as OpenAIAgent
 from agents import Runner, function_tool, set_tracing_disabled
 from agents.models.openai_provider import OpenAIProvider
+from llm_helpers import replay_all
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider as PydanticOpenAIProvider
@@ -45,12 +46,12 @@ def test_a_pydantic_ai_agent_replays_without_requests(app: App, run: Any) -> Non
             async with app:
                 first = await (await app.start(weather, "Paris?", run_id="w1")).result(timeout=30)
                 names = [e.name for e in await app.store.load_journal_meta("w1")]
-                fork = await app.fork("w1", from_step=99)
+                fork = await replay_all(app, "w1")
                 again = await fork.result(timeout=30)
                 spent, saved = await app.token_usage("w1"), await fork.token_usage()
             assert server.requests["chat.completions"] == 2
             assert first == again == "It is sunny in Paris" and CALLS == ["Paris"]
-            assert names == ["weather__model.request",
+            assert names == ["uuid", "weather__model.request",
                              "weather__function_toolset__<agent>.call_tool:lookup",
                              "weather__model.request"]
             assert [(m.provider, m.model, m.spent.calls) for m in spent.by_model] == [
@@ -100,7 +101,7 @@ def test_an_openai_agents_run_replays_without_requests(app: App, run: Any,
             async with app:
                 first = await (await app.start(weather, "Paris?", run_id="a1")).result(timeout=30)
                 names = [e.name for e in await app.store.load_journal_meta("a1")]
-                fork = await app.fork("a1", from_step=99)
+                fork = await replay_all(app, "a1")
                 again = await fork.result(timeout=30)
                 spent, saved = await app.token_usage("a1"), await fork.token_usage()
             assert server.requests["responses"] == 2

@@ -121,7 +121,7 @@ async def _approval_request(db: Path, run_id: str, proc: subprocess.Popen[str]) 
             if status and status.get("awaiting_approval") and state == "waiting":
                 [call] = status["awaiting_approval"]
                 return str(call["call_id"])
-            await app._wait_change(0.1)
+            await app.wait_for_change(0.1)
     raise AssertionError("the refund agent never asked for approval")
 
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from llm_helpers import USER, clients
+from llm_helpers import USER, clients, replay_all
 
 import undying
 import undying.llm
@@ -67,7 +67,7 @@ def test_parallel_tool_calls_replay_to_the_same_positions(
             async with app:
                 first = await (await app.start(agent, run_id="t1")).result(timeout=30)
                 journal = await app.store.load_journal_meta("t1")
-                replayed = await (await app.fork("t1", from_step=99)).result(timeout=30)
+                replayed = await (await replay_all(app, "t1")).result(timeout=30)
             assert sum(server.requests.values()) == 3
         assert first == replayed == ["done: 42", 3, 7 if provider == "openai" else 6]
         # Each tool ran once (flaky: three attempts of one step), none again on replay.
@@ -131,7 +131,7 @@ async def _awaiting(app: App, run_id: str) -> list[dict[str, Any]]:
             "waiting"
         ):
             return list(status["awaiting_approval"])
-        await app._wait_change(0.2)
+        await app.wait_for_change(0.2)
     raise AssertionError("the run never asked for approval")
 
 

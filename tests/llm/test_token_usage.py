@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from llm_helpers import USER, clients
+from llm_helpers import USER, clients, replay_all
 
 import undying
 from undying import App, Context
@@ -34,7 +34,7 @@ def test_spent_failed_and_saved_tokens(app: App, run: Any, db_path: str, capsys:
             async with app:
                 await (await app.start(spender, run_id="u1")).result(timeout=30)
                 spent = await app.token_usage("u1")
-                fork = await app.fork("u1", from_step=99)
+                fork = await replay_all(app, "u1")
                 await fork.result(timeout=30)
                 saved = await fork.token_usage()
                 rows = app.store.db.execute(  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from undying import (
     SerializationError,
     UnknownWorkflow,
 )
-from undying.testing import temp_app
+from undying.testing import temp_app, wait_for_status
 
 
 @undying.step
@@ -65,6 +65,29 @@ def test_unknown_names_and_runs(db_path: str) -> None:
                 await app.handle("missing").result()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("from_step", [4, 10**30])
+def test_fork_beyond_the_journal_names_the_valid_range(db_path: str, from_step: int) -> None:
+    app = temp_app(db_path)
+
+    @app.workflow()
+    async def three(ctx: Context) -> int:
+        for i in range(3):
+            await echo(i)
+        return 3
+
+    async def main() -> list[str]:
+        async with app:
+            await (await app.start(three, run_id="three")).result(timeout=10)
+            with pytest.raises(InvalidArgument, match=r"holds positions 0\.\.2: use 0\.\.3"):
+                await app.fork("three", from_step=from_step, new_run_id="three-fork")
+            forked = await app.fork("three", from_step=3)  # the whole journal is fine
+            assert await forked.result(timeout=10) == 3
+            return [r.run_id for r in await app.list_runs()]
+
+    runs = asyncio.run(main())
+    assert "three-fork" not in runs and len(runs) == 2  # the refused fork created nothing
 
 
 def test_unserializable_argument_names_its_path(db_path: str) -> None:
@@ -111,8 +134,7 @@ def test_unknown_workflow_in_journal_fails_run_without_touching_journal(db_path:
     async def start() -> None:
         async with first:
             handle = await first.start("old-agent", run_id="orphan")
-            while await handle.status() != "waiting":
-                await first._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(start())
     with sqlite3.connect(db_path) as db:
@@ -143,8 +165,7 @@ def test_corrupt_payload_row_is_a_clear_error(db_path: str) -> None:
     async def start() -> None:
         async with app:
             handle = await app.start("wf", run_id="corrupt")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     asyncio.run(start())
     with sqlite3.connect(db_path) as db:
@@ -188,8 +209,7 @@ def test_changed_code_raises_nondeterminism_naming_position(db_path: str) -> Non
         app = make(False)
         async with app:
             handle = await app.start("agent", run_id="nd")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     async def resume() -> None:
         app = make(True)
@@ -218,8 +238,7 @@ def test_changed_arguments_warn_by_default(db_path: str) -> None:
         app = make("old prompt")
         async with app:
             handle = await app.start("agent", run_id="dg")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
 
     async def resume() -> object:
         app = make("new prompt")

@@ -8,7 +8,7 @@ import pytest
 
 import undying
 from undying import Context, InvalidArgument
-from undying.testing import temp_app
+from undying.testing import claim_now, temp_app
 
 active = 0
 peak = 0
@@ -62,7 +62,7 @@ def test_queue_rate_limit(db_path: str) -> None:
             handles = [await app.start(job, queue="slow") for _ in range(5)]
             await asyncio.gather(*(h.result(timeout=30) for h in handles[:3]))
             for _ in range(3):  # more claim rounds must not exceed the limit
-                await app._worker.claim_and_spawn()
+                await claim_now(app)
             return [await h.status() for h in handles]
 
     statuses = asyncio.run(main())

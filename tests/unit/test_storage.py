@@ -9,7 +9,7 @@ import sqlite3
 import undying
 from undying import Context
 from undying.retention import collect_garbage
-from undying.testing import temp_app
+from undying.testing import temp_app, wait_for_status
 
 
 def _message(turn: int) -> dict[str, object]:
@@ -71,8 +71,7 @@ def test_keyed_state_is_loaded_per_key_and_replays(db_path: str) -> None:
     async def main() -> object:
         async with app:
             handle = await app.start("memory", run_id="mem")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
             await app.send_event("mem", "go")
             return await handle.result(timeout=10)
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 import undying
-from undying import Context, EventTimeout, WorkflowCancelled
-from undying.testing import temp_app
+from undying import App, Context, EventTimeout, WorkflowCancelled
+from undying.testing import eventually, executing_here, temp_app, wait_for_status
 
 executed: list[str] = []
 
@@ -53,13 +53,10 @@ def test_long_wait_releases_run_and_event_resumes_it(db_path: str) -> None:
     async def main() -> object:
         async with app:
             handle = await app.start(agent, run_id="wait-1")
-            for _ in range(200):
-                if await handle.status() == "waiting":
-                    break
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
             assert await handle.status() == "waiting"
             assert await app.get_status("wait-1") == {"phase": "waiting for approval"}
-            assert "wait-1" not in app._worker.contexts  # no coroutine held while waiting
+            assert "wait-1" not in executing_here(app)  # no coroutine held while waiting
             await app.send_event("wait-1", "approval", "yes")
             return await handle.result(timeout=10)
 
@@ -104,10 +101,7 @@ def test_durable_sleep_survives_restart_of_app(db_path: str) -> None:
         app = make()
         async with app:
             handle = await app.start("sleeper", run_id="s-1")
-            for _ in range(100):
-                if await handle.status() == "waiting":
-                    break
-                await app._wait_change(0.02)
+            await wait_for_status(handle, "waiting")
             assert await handle.status() == "waiting"
 
     async def second() -> object:
@@ -143,7 +137,7 @@ def test_child_workflows_and_parallel_steps(db_path: str) -> None:
 
     out, ids = asyncio.run(main())
     assert out == [5, 10, 20]
-    assert ids == ["p", "p.5", "p.6"]
+    assert ids == ["p", "p~5", "p~6"]
 
 
 def test_cancel_waiting_run_and_children(db_path: str) -> None:
@@ -160,17 +154,13 @@ def test_cancel_waiting_run_and_children(db_path: str) -> None:
     async def main() -> tuple[str, str]:
         async with app:
             handle = await app.start(parent, run_id="c")
-            for _ in range(200):
-                kid = await app.store.get_run("c.0")
-                if kid is not None:
-                    break
-                await app._wait_change(0.02)
+            await eventually(app, lambda: _exists(app, "c~0"), what="the child's creation")
             await app.cancel("c")
             with pytest.raises(WorkflowCancelled):
                 await handle.result(timeout=10)
             with pytest.raises(WorkflowCancelled):
-                await app.handle("c.0").result(timeout=10)
-            return await handle.status(), await app.handle("c.0").status()
+                await app.handle("c~0").result(timeout=10)
+            return await handle.status(), await app.handle("c~0").status()
 
     assert asyncio.run(main()) == ("cancelled", "cancelled")
 
@@ -250,7 +240,8 @@ def test_wait_first_and_patched(db_path: str) -> None:
     async def main() -> object:
         async with app:
             first = await (await app.start(race, run_id="race")).result(timeout=10)
-            forked = await app.fork("race", from_step=10)
+            recorded = len(await app.store.load_journal_meta("race"))
+            forked = await app.fork("race", from_step=recorded)  # reuse every entry
             return first, await forked.result(timeout=10)
 
     first, replayed = asyncio.run(main())
@@ -309,7 +300,7 @@ def test_idempotency_keys_differ_across_generations_and_big_events_replay(db_pat
             return first, await forked.result(timeout=10)
 
     first, replayed = asyncio.run(main())
-    assert keys[:3] == ["bill:0", "bill@1:0", "bill@2:0"]
+    assert keys[:3] == ["bill:0", "bill#1:0", "bill#2:0"]
     assert first == replayed == "x" * 600
 
 
@@ -363,8 +354,7 @@ def test_handle_follows_a_run_that_ends_elsewhere(db_path: str) -> None:
     async def main() -> None:
         async with app:
             handle = await app.start(idle, run_id="away")
-            while await handle.status() != "waiting":
-                await app._wait_change(0.05)
+            await wait_for_status(handle, "waiting")
             other = temp_app(db_path, worker=False)
             async with other:
                 waiter = asyncio.ensure_future(handle.result())
@@ -391,7 +381,7 @@ def test_deadline_cancels_children_and_cancel_right_after_start(db_path: str) ->
             handle = await app.start(parent, run_id="dl", timeout=0.3)
             with pytest.raises(WorkflowCancelled):
                 await handle.result(timeout=10)
-            kid = app.handle("dl.0")
+            kid = app.handle("dl~0")
             with pytest.raises(WorkflowCancelled):
                 await kid.result(timeout=10)
             quick = await app.start(child, run_id="quick")
@@ -445,9 +435,14 @@ def test_race_a_step_against_a_timer_and_parallel_sleeps_replay(db_path: str) ->
             t0 = clock.perf_counter()
             first = await (await app.start(race, run_id="rc")).result(timeout=10)
             elapsed = clock.perf_counter() - t0
-            forked = await app.fork("rc", from_step=99)
+            recorded = len(await app.store.load_journal_meta("rc"))
+            forked = await app.fork("rc", from_step=recorded)  # reuse every entry
             return first, await forked.result(timeout=10), elapsed
 
     first, replayed, elapsed = asyncio.run(main())
     assert first == replayed == [0, "answer", "answer"]
     assert elapsed < 0.6 + 1.0  # the two sleeps ran side by side, not one after the other
+
+
+async def _exists(app: App, run_id: str) -> bool:
+    return await app.store.get_run(run_id) is not None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StepFailed
-from ..steps import current_step, step, workflow_context
+from ..steps import current_context, current_step, step
 from .retry import ProviderError, delay_from, describe, is_retryable, rebuild
 from .usage import CallSite, call_site, note_saved, spent_row, write_rows
 
@@ -162,7 +162,7 @@ class ModelCall:
         self, send: Callable[[dict[str, Any], Meter], Awaitable[dict[str, Any]]]
     ) -> Awaitable[dict[str, Any]]:
         """Take the call's journal position now; the returned awaitable runs it."""
-        ctx = workflow_context()
+        ctx = current_context()
         assert ctx is not None, "ModelCall.start is for workflow code"
         site = call_site(ctx)
         p = self.policy

@@ -40,7 +40,7 @@ from agents.usage import deserialize_usage, serialize_usage
 from openai._models import construct_type
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseOutputItem
 
-from ..steps import step, workflow_context
+from ..steps import current_context, step
 from .calls import normalize, wire_form
 from .retry import delay_from
 from .usage import UsageRecorder
@@ -116,7 +116,7 @@ class DurableModel(Model):
         )(fn)
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        ctx = workflow_context()
+        ctx = current_context()
         if ctx is None:
             return await self._inner.get_response(*args, **kwargs)
         meter = UsageRecorder(ctx, PROVIDER, self._name)
@@ -137,7 +137,7 @@ class DurableModel(Model):
     async def stream_response(
         self, *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        ctx = workflow_context()
+        ctx = current_context()
         if ctx is None:
             async for event in self._inner.stream_response(*args, **kwargs):
                 yield event
@@ -219,7 +219,7 @@ def durable_tool(tool: FunctionTool, *, retries: int = 0) -> FunctionTool:
     stepped = step(name=f"openai_agents.tool.{tool.name}", retries=retries)(call)
 
     async def on_invoke_tool(tool_context: Any, arguments: str) -> Any:
-        if workflow_context() is None:
+        if current_context() is None:
             return await invoke(tool_context, arguments)
         return await stepped(tool_context, arguments)
 

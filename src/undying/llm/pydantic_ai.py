@@ -19,13 +19,12 @@ callback as a named step, like Prefect's tasks), with values journaled as JSON (
 
 Tool calls run one after another inside a workflow: undying numbers journal positions in call
 order, and sequential calls make that order the model's, whatever order tools finish in. The
-agent's run id and conversation id derive from the workflow's run id, and its start time is
-journaled, so a replay rebuilds the same run. Install with ``pip install pydantic-ai-slim``.
+agent's run id (a journaled ``ctx.uuid4()``), its conversation id and its start time are
+replay-stable, so a replay rebuilds the same run. Install with ``pip install pydantic-ai-slim``.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,8 +44,7 @@ from pydantic_ai.durable_exec import (
 from pydantic_ai.models import Model
 from pydantic_ai.tools import AgentDepsT
 
-from ..context import Context
-from ..steps import step, workflow_context
+from ..steps import current_context, step
 from .usage import UsageRecorder
 
 __all__ = ["StepConfig", "UndyingDurability"]
@@ -96,7 +94,7 @@ class _Backend(JournalCallableOperationBackend[StepConfig]):
         cache_key: tuple[object, ...],
         config: StepConfig,
     ) -> object:
-        ctx = workflow_context()
+        ctx = current_context()
         model = isinstance(operation_id, ModelRequestId) and ctx is not None
         meter = UsageRecorder(ctx, PROVIDER, self.model_name) if model and ctx else None
 
@@ -121,9 +119,6 @@ class _Backend(JournalCallableOperationBackend[StepConfig]):
             meter.model = _model_name(payload, meter.model)
             meter.replayed_if_not_spent(_tokens(payload))
         return payload
-
-
-_run_counts: weakref.WeakKeyDictionary[Context, int] = weakref.WeakKeyDictionary()
 
 
 class UndyingDurability(BaseDurabilityCapability[AgentDepsT]):
@@ -162,21 +157,17 @@ class UndyingDurability(BaseDurabilityCapability[AgentDepsT]):
 
     @property
     def in_durable_context(self) -> bool:
-        return workflow_context() is not None
+        return current_context() is not None
 
     def get_default_run_id(self) -> str | None:
-        ctx = workflow_context()
-        if ctx is None:
-            return None
-        n = _run_counts.get(ctx, 0)
-        _run_counts[ctx] = n + 1
-        return f"{ctx.run_id}@{ctx.generation}:agent-{n}"
+        ctx = current_context()
+        return None if ctx is None else str(ctx.uuid4())  # journaled: the same on replay
 
     def get_default_conversation_id(self, run_id: str) -> str | None:
         return conversation_id_from_run_id(run_id) if self.in_durable_context else None
 
     async def get_run_start_time(self, run_id: str) -> datetime | None:
-        ctx = workflow_context()
+        ctx = current_context()
         return None if ctx is None else ctx.now()
 
     def get_durable_operation_backend(self) -> DurableOperationBackend[Any]:

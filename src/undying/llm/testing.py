@@ -268,9 +268,15 @@ class ScriptedServer:
         with self._lock:
             self.requests[endpoint] += 1
             self.log.append(request)
+            streaming = bool(body.get("stream"))
             fault = next(
-                (f for f in self._faults if f.endpoint in (None, endpoint)), None
-            )
+                (
+                    f
+                    for f in self._faults
+                    if f.endpoint in (None, endpoint) and (f.status or streaming)
+                ),
+                None,
+            )  # a cut or a hold waits for a stream
             if fault is not None:
                 self._faults.remove(fault)
         if fault is not None and fault.status:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 from ..errors import EventTimeout, InvalidArgument, StepFailed, StepInDoubt, UndyingError
-from ..steps import step, workflow_context
+from ..steps import current_context, step
 
 if TYPE_CHECKING:
     from ..app import App
@@ -209,7 +209,7 @@ async def run_tools(
     for Anthropic ``max_tokens``). Raises ``MaxTurnsExceeded`` after ``max_turns`` turns."""
     from .wrap import durable
 
-    if workflow_context() is None:
+    if current_context() is None:
         raise InvalidArgument("run_tools is for workflow code (each call is journaled)")
     if not isinstance(max_turns, int) or max_turns < 1:
         raise InvalidArgument(f"max_turns must be a whole number >= 1, not {max_turns!r}")
@@ -249,7 +249,7 @@ class _Result:
 
 
 async def _run_calls(calls: list[_Call], by_name: dict[str, Tool]) -> list[_Result]:
-    ctx = workflow_context()
+    ctx = current_context()
     assert ctx is not None
     verdicts: dict[str, str | None] = {}  # call id -> refusal (None: may run)
     waiting = [c for c in calls if c.name in by_name and by_name[c.name].requires_approval]

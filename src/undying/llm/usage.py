@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -151,7 +150,7 @@ class CallSite:
 
 
 def call_site(ctx: Context) -> CallSite:
-    return CallSite(ctx._app.store, ctx.run_id, ctx.generation, ctx.epoch)
+    return CallSite(ctx._rec.store, ctx.run_id, ctx.generation, ctx.epoch)
 
 
 def spent_row(
@@ -183,55 +182,58 @@ def spent_row(
 
 
 class _SavedBurst:
-    """Saved tokens of one execution of a run, per (provider, model), so far.
+    """Saved tokens of one execution of a run not written yet, per (provider, model).
 
-    One row per model and execution (position -1), rewritten with the
-    running totals: a later write is a superset of an earlier one, so writes may be batched
-    (replayed calls that come before the write task runs share its write) and none is lost
-    by a later one. Measured in tests/llm/test_usage_rows.py: a recovery that replays 20
-    calls adds one row."""
+    One row per model and execution (position -1); each write adds its counts to that row
+    (saved rows are additive in ``Store.add_usage``), so calls replayed before the write task
+    runs share its write, and nothing needs to stay in memory after it. Measured in
+    tests/llm/test_token_usage.py: a fork replaying 21 calls of two models adds two rows."""
 
-    def __init__(self, site: CallSite) -> None:
+    def __init__(self, key: tuple[int, str, int, int], site: CallSite) -> None:
+        self.key = key
         self.site = site
         self.tokens: dict[tuple[str, str], Tokens] = {}
-        self.dirty = False
         self.task: asyncio.Task[None] | None = None
 
     def add(self, provider: str, model: str, usage: Mapping[str, int]) -> None:
         key = (provider, model)
         got = Tokens(1, usage.get("input", 0), usage.get("output", 0), usage.get("cached", 0))
         self.tokens[key] = self.tokens.get(key, Tokens()) + got
-        self.dirty = True
-        if self.task is None or self.task.done():
+        if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
         await asyncio.sleep(0)  # calls replayed before this task runs share its write
-        while self.dirty:
-            self.dirty = False
-            site = self.site
-            rows = [
-                UsageRow(
-                    site.run_id, site.generation, -1, site.epoch, 0, SAVED, provider, model,
-                    "saved", t.calls, t.input_tokens, t.output_tokens, t.cached_tokens,
-                    time.time(),
-                )
-                for (provider, model), t in self.tokens.items()
-            ]
-            await write_rows(site.store, rows)
+        try:
+            while self.tokens:
+                tokens, self.tokens = self.tokens, {}
+                site = self.site
+                rows = [
+                    UsageRow(
+                        site.run_id, site.generation, -1, site.epoch, 0, SAVED, provider,
+                        model, "saved", t.calls, t.input_tokens, t.output_tokens,
+                        t.cached_tokens, time.time(),
+                    )
+                    for (provider, model), t in tokens.items()
+                ]
+                await write_rows(site.store, rows)
+        finally:
+            _bursts.pop(self.key, None)
 
 
-_bursts: weakref.WeakKeyDictionary[Context, _SavedBurst] = weakref.WeakKeyDictionary()
+_bursts: dict[tuple[int, str, int, int], _SavedBurst] = {}
 
 
 def note_saved(ctx: Context, provider: str, model: str, usage: Mapping[str, Any]) -> None:
     """A call was answered from the journal: count its recorded tokens as saved (not when
     ``replay_check`` re-executes a finished run: that saves nothing, and writes nothing)."""
-    if getattr(ctx, "_read_only", False):
+    if ctx._rec.read_only:
         return
-    burst = _bursts.get(ctx)
+    site = call_site(ctx)
+    key = (id(site.store), site.run_id, site.generation, site.epoch)
+    burst = _bursts.get(key)
     if burst is None:
-        burst = _bursts[ctx] = _SavedBurst(call_site(ctx))
+        burst = _bursts[key] = _SavedBurst(key, site)
     burst.add(provider, model, {k: int(v) for k, v in usage.items()})
 
 

@@ -21,6 +21,10 @@ def store_from_url(url: str | None, *, durability: str = "normal") -> Store:
 
         store: Store = PostgresStore(url, durability=durability)
         return store
+    if url.startswith("memory://"):  # tests and demos: nothing survives the process
+        from .memory import MemoryStore
+
+        return MemoryStore(url, durability=durability)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
     elif url.startswith("sqlite://"):
@@ -30,14 +34,15 @@ def store_from_url(url: str | None, *, durability: str = "normal") -> Store:
     elif "://" in url:
         raise InvalidArgument(
             f"unsupported database URL {url!r}: use sqlite:///path.db, a file path, "
-            "or postgresql://host/dbname"
+            "postgresql://host/dbname, or memory:// (in this process only, for tests)"
         )
     else:
         path = url
     if not path or path == ":memory:":
         raise InvalidArgument(
             "undying needs a SQLite *file* (several processes share it and it must outlive "
-            "the process); use a temporary file in tests (see undying.testing)"
+            "the process); use a temporary file in tests (see undying.testing), or memory:// "
+            "for a database in this process only"
         )
     from .sqlite import SQLiteStore
 

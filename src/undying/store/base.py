@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import LeaseLost
+from ..errors import InvalidArgument, LeaseLost
 
 T = TypeVar("T")
 log = logging.getLogger("undying.store")
@@ -31,6 +31,8 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+#: every run status, in the order a run usually goes through them
+RUN_STATUSES = (PENDING, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
 
 
 def child_event_name(child_run_id: str) -> str:
@@ -113,6 +115,22 @@ class RunRecord:
     generation: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: take-overs in a row that found the journal where the previous claim left it
+    stalled_takeovers: int = 0
+    #: where the journal stood at the last claim (see ``progress_position``)
+    progress_mark: int = 0
+
+
+#: ``progress_mark`` is ``generation * PROGRESS_STRIDE + position after the last entry``, so
+#: a new generation (continue_as_new empties the journal) is progress too. Claims compute it
+#: in SQL; positions are 32-bit in the journal, so they never reach the stride.
+PROGRESS_STRIDE = 1 << 31
+
+
+def progress_position(mark: int) -> tuple[int, int]:
+    """(generation, journal position) a ``progress_mark`` stands for."""
+    generation, position = divmod(mark, PROGRESS_STRIDE)
+    return generation, position
 
 
 @dataclass(slots=True)
@@ -135,12 +153,48 @@ class QueueLimits:
 
 @dataclass(slots=True)
 class RunFilter:
-    """Read-side filter for listing runs (CLI, UI)."""
+    """Read-side filter for listing runs (CLI, UI). Fields left at None do not filter."""
 
     status: str | None = None
     workflow: str | None = None
     parent_id: str | None = None
     limit: int = 100
+    #: only runs created at or after this time (epoch seconds): "younger than an age"
+    created_after: float | None = None
+    #: only runs whose id contains this text (case-sensitive, like run ids themselves)
+    run_id_contains: str | None = None
+    #: skip this many of the matching runs, newest first (pages of ``limit``)
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in RUN_STATUSES:
+            raise InvalidArgument(
+                f"unknown run status {self.status!r}: use one of {', '.join(RUN_STATUSES)}"
+            )
+        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
+            raise InvalidArgument(f"offset must be a whole number >= 0, not {self.offset!r}")
+        if self.created_after is not None and (
+            not isinstance(self.created_after, int | float) or isinstance(self.created_after, bool)
+        ):
+            raise InvalidArgument(
+                f"created_after is a time in epoch seconds, not {self.created_after!r}"
+            )
+        if self.run_id_contains is not None and not isinstance(self.run_id_contains, str):
+            raise InvalidArgument(
+                f"run_id_contains must be a string, not {type(self.run_id_contains).__name__}"
+            )
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """An event sent to a run, as operators see it (the UI's events panel)."""
+
+    name: str
+    key: str | None
+    payload: bytes
+    created_at: float
+    #: the journal position of the wait that took it; None while no wait has taken it
+    consumed_seq: int | None = None
 
 
 # Usage row kinds.
@@ -264,10 +318,55 @@ async def retry_transient(op: Callable[[], Awaitable[T]], what: str) -> T:
     raise AssertionError("unreachable")
 
 
-class Store(abc.ABC):
-    """A durable home for runs, journals and events."""
+class ReadSide(abc.ABC):
+    """What operator tools (the CLI's read commands, the web UI) may do with a store: read
+    runs, journals, payloads and events, and wait for changes. Nothing here writes, so a
+    tool typed against ``ReadSide`` cannot reach the write path by mistake; every ``Store``
+    is one."""
 
     url: str
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
+        """The runs matching ``flt``, newest first, ``flt.limit`` of them after ``flt.offset``."""
+
+    @abc.abstractmethod
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        """How many runs of each status match ``flt``, ignoring its status, offset and
+        limit (the counts beside a status filter). Statuses without runs are left out."""
+
+    @abc.abstractmethod
+    async def list_workflows(self) -> list[str]:
+        """The names of the workflows that have runs, sorted."""
+
+    @abc.abstractmethod
+    async def load_journal_meta(self, run_id: str) -> list[Entry]:
+        """Every entry of the run in order, payloads included only when small (the rest are
+        marked ``deferred`` and fetched with ``load_payloads``)."""
+
+    @abc.abstractmethod
+    async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]: ...
+
+    @abc.abstractmethod
+    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]: ...
+
+    @abc.abstractmethod
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        """The events sent to the run, oldest first, at most ``limit`` of them (consumed or
+        not, including those a finished child sends its parent)."""
+
+    # -- change notification -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def wait_for_change(self, timeout: float) -> bool:
+        """Return when another process may have changed something (or after ``timeout``)."""
+
+
+class Store(ReadSide):
+    """A durable home for runs, journals and events: the read side plus the writes the
+    runtime makes."""
 
     @abc.abstractmethod
     async def open(self, worker_id: str) -> None:
@@ -294,12 +393,6 @@ class Store(abc.ABC):
         With an owner, the run is created already claimed (status running, epoch 1), which
         saves the round trip of claiming a run this process is about to execute anyway.
         """
-
-    @abc.abstractmethod
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    @abc.abstractmethod
-    async def list_runs(self, flt: RunFilter) -> list[RunRecord]: ...
 
     @abc.abstractmethod
     async def finish_run(
@@ -386,14 +479,6 @@ class Store(abc.ABC):
         ``durable`` forces an fsync of this commit whatever the store's durability setting."""
 
     @abc.abstractmethod
-    async def load_journal_meta(self, run_id: str) -> list[Entry]:
-        """Every entry of the run in order, payloads included only when small (the rest are
-        marked ``deferred`` and fetched with ``load_payloads``)."""
-
-    @abc.abstractmethod
-    async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]: ...
-
-    @abc.abstractmethod
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         """Copy the completed entries of ``src`` below ``before_seq`` to ``dst`` (fork)."""
 
@@ -435,9 +520,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None: ...
 
-    @abc.abstractmethod
-    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]: ...
-
     # -- events and cancellation --------------------------------------------------------------
     @abc.abstractmethod
     async def send_event(
@@ -460,14 +542,10 @@ class Store(abc.ABC):
     # Not abstract, so a store written before model calls were accounted keeps working; the
     # model adapters log (once) that this store keeps no usage and carry on.
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
-        """Write (or replace, by key) usage rows. Not fenced: a zombie's tokens were spent."""
+        """Write usage rows; a ``spent`` row replaces the one with its key, a ``saved`` row
+        adds its counts to it. Not fenced: tokens a zombie spent were spent."""
         raise NotImplementedError(f"{type(self).__name__} does not record token usage")
 
     async def load_usage(self, run_id: str) -> list[UsageTotal]:
         """The run's usage rows summed per (kind, outcome, provider, model), all generations."""
         raise NotImplementedError(f"{type(self).__name__} does not record token usage")
-
-    # -- change notification -------------------------------------------------------------------
-    @abc.abstractmethod
-    async def wait_for_change(self, timeout: float) -> bool:
-        """Return when another process may have changed something (or after ``timeout``)."""

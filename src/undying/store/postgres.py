@@ -7,6 +7,12 @@ statement, with data-modifying CTEs; when the epoch fence refuses any part of on
 function ``undying_fence`` raises and the whole statement rolls back. Commits are always
 durable (``synchronous_commit`` stays on), so both durability settings behave the same here.
 
+Fencing: every write for a run checks its epoch *and* locks the run row in the same statement
+(``FOR SHARE``, or the UPDATE's own lock), until it commits. An epoch check alone reads the
+statement's snapshot, and a takeover committing while the write is in flight would not stop
+it; with the lock, a takeover either commits first (the write waits, re-reads the row and is
+refused) or waits for the write (and its replay sees it). queries.sql explains the lock modes.
+
 Liveness: each open store keeps one connection of its own outside the pool, the *lifeline*.
 It holds a session advisory lock keyed by the worker id and ``LISTEN``s for changes. PostgreSQL
 frees the lock the moment that session ends, so another worker can tell a dead owner from a
@@ -27,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
@@ -36,6 +43,7 @@ from .base import (
     RUNNING,
     Claim,
     Entry,
+    EventRecord,
     NewRun,
     QueueLimits,
     RunFilter,
@@ -357,15 +365,27 @@ class PostgresStore(Store):
         return RunRecord(*row) if row else None
 
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        params = {
-            "status": flt.status,
-            "workflow": flt.workflow,
-            "parent_id": flt.parent_id,
-            "limit": flt.limit,
-        }
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["list_runs"], params)
+            cur = await conn.execute(self._q["list_runs"], asdict(flt))
             return [RunRecord(*row) for row in await cur.fetchall()]
+
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["count_runs_by_status"], asdict(flt))
+            return {status: int(count) for status, count in await cur.fetchall()}
+
+    async def list_workflows(self) -> list[str]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["list_workflows"])
+            return [str(name) for (name,) in await cur.fetchall()]
+
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["list_events"], (run_id, limit))
+            return [
+                EventRecord(name, key, bytes(payload), created_at, consumed_seq)
+                for name, key, payload, created_at, consumed_seq in await cur.fetchall()
+            ]
 
     async def _append(
         self, conn: Conn, run_id: str, epoch: int, entries: Sequence[Entry]
@@ -613,8 +633,8 @@ class PostgresStore(Store):
         (awaited) or sync."""
         async with self._conn() as conn, conn.transaction():
             # Share-lock the run row at the current epoch: a take-over (FOR UPDATE SKIP
-            # LOCKED) then waits for this transaction, so a paused worker cannot commit its
-            # effect after the run changed hands.
+            # LOCKED) then skips the run until this transaction ends, so a paused worker
+            # cannot commit its effect after the run changed hands.
             cur = await conn.execute(self._q["lock_run_epoch"], (run_id, epoch), prepare=True)
             if await cur.fetchone() is None:
                 raise await self._fence_failed(conn, run_id, epoch)

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .base import (
     RUNNING,
     Claim,
     Entry,
+    EventRecord,
     NewRun,
     QueueLimits,
     RunFilter,
@@ -44,9 +46,12 @@ from .base import (
     wait_key,
 )
 from .sqlfiles import migrations, queries
+from .sqlite_file import check_ledger, check_writable, open_error
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
-_BUSY_TIMEOUT_MS = 10_000
+#: how long one statement waits for another process's write lock before it fails (and the
+#: runtime's retry, with backoff, takes over)
+BUSY_TIMEOUT = 10.0
 #: how often a waiting process checks whether another one committed (PRAGMA data_version is
 #: a cheap in-memory read); bounds cross-process wake-up latency, costs ~2% CPU when idle
 _CHANGE_POLL = 0.01
@@ -75,18 +80,25 @@ def _record(row: Sequence[Any]) -> RunRecord:
         generation=row[16],
         created_at=row[17],
         updated_at=row[18],
+        stalled_takeovers=row[19],
+        progress_mark=row[20],
     )
 
 
 class SQLiteStore(Store):
     """A store on one SQLite file in WAL mode."""
 
-    def __init__(self, path: str, *, durability: str = "normal") -> None:
+    def __init__(
+        self, path: str, *, durability: str = "normal", busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         if durability not in DURABILITY:
             raise InvalidArgument(
                 f"durability must be one of {sorted(DURABILITY)}, not {durability!r}: 'normal' "
                 "survives a process or container crash, 'full' also survives power loss"
             )
+        if not isinstance(busy_timeout, int | float) or not busy_timeout >= 0:
+            raise InvalidArgument(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self.busy_timeout = float(busy_timeout)
         self.path = path
         self.url = f"sqlite:///{path}"
         self.durability = durability
@@ -101,12 +113,17 @@ class SQLiteStore(Store):
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self, worker_id: str) -> None:
         self.connect()
-        self._lock_dir.mkdir(exist_ok=True)
-        fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            self._lock_dir.mkdir(exist_ok=True)
+            fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            await self.close()
+            raise open_error(str(self._lock_dir), exc, self.busy_timeout) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            await self.close()
             raise StoreError(
                 f"worker id {worker_id!r} is already in use on {self.path!r}; "
                 "each App needs its own"
@@ -115,25 +132,37 @@ class SQLiteStore(Store):
         self._worker_id = worker_id
 
     def connect(self) -> sqlite3.Connection:
-        """Open the connection and bring the schema up to date (also used by ``migrate``)."""
+        """Open the connection and bring the schema up to date (also used by ``migrate``).
+
+        A file undying cannot use (missing directory, read-only file or directory, not a
+        database, damaged, locked, full disk) ends here as one StoreError saying what is
+        wrong and what to do (see ``sqlite_file``), never as a raw sqlite3 error."""
         if self._db is not None:
             return self._db
+        check_writable(self.path)
         try:
             db = sqlite3.connect(
                 self.path,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
+                timeout=self.busy_timeout,
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self._sync}")
-        db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA foreign_keys=OFF")
-        self._db = db
-        self._applied = self._migrate()
-        self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+            raise open_error(self.path, exc, self.busy_timeout) from exc
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._sync}")
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            db.execute("PRAGMA foreign_keys=OFF")
+            self._db = db
+            self._applied = self._migrate()
+            self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        except BaseException as exc:
+            self._db = None
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise open_error(self.path, exc, self.busy_timeout) from exc
+            raise
         return db
 
     async def migrate(self) -> list[str]:
@@ -151,14 +180,12 @@ class SQLiteStore(Store):
             "CREATE TABLE IF NOT EXISTS undying_migrations ("
             "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
         )
-        applied = {row[0] for row in db.execute("SELECT version FROM undying_migrations")}
         known = migrations("sqlite")
-        newest = max((v for v, _, _ in known), default=0)
-        if applied and max(applied) > newest:
-            raise StoreError(
-                f"{self.path!r} has schema version {max(applied)}, newer than this undying "
-                f"knows ({newest}); upgrade undying"
-            )
+        applied = check_ledger(
+            self.path,
+            db.execute("SELECT version, name FROM undying_migrations"),
+            {v for v, _, _ in known},
+        )
         done: list[str] = []
         for version, name, sql in known:
             if version in applied:
@@ -180,19 +207,24 @@ class SQLiteStore(Store):
                     done.append(name)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite itself rolls back on some errors (a full disk)
+                    db.execute("ROLLBACK")
                 raise
         return done
 
     async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._lock_dir / self._worker_id)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        db, self._db = self._db, None
+        try:
+            if db is not None:
+                db.close()  # the last connection out checkpoints the WAL into the file
+        except sqlite3.Error as exc:
+            raise open_error(self.path, exc, self.busy_timeout) from exc
+        finally:
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._lock_dir / self._worker_id)
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -270,19 +302,19 @@ class SQLiteStore(Store):
         return _record(row) if row else None
 
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        sql = self._q["get_run"].split("WHERE")[0]
-        where: list[str] = []
-        params: list[Any] = []
-        for column in ("status", "workflow", "parent_id"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        params.append(flt.limit)
-        return [_record(r) for r in self.db.execute(sql, params)]
+        rows = self.db.execute(self._q["list_runs"], asdict(flt))
+        return [_record(r) for r in rows]
+
+    async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
+        rows = self.db.execute(self._q["count_runs_by_status"], asdict(flt))
+        return {status: count for status, count in rows}
+
+    async def list_workflows(self) -> list[str]:
+        return [name for (name,) in self.db.execute(self._q["list_workflows"])]
+
+    async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
+        rows = self.db.execute(self._q["list_events"], (run_id, limit))
+        return [EventRecord(*row) for row in rows]
 
     def _write_pending(
         self, db: sqlite3.Connection, run_id: str, epoch: int, pending: Sequence[Entry]

@@ -3,6 +3,25 @@
 -- PostgreSQL cannot infer their types from an INSERT ... SELECT target.
 -- Writes that make work available end with pg_notify('undying', <store token>) in the same
 -- statement or transaction: the notification is sent only if the change commits.
+--
+-- The epoch fence. Every write a run's owner makes checks `epoch = <its epoch>` on the run
+-- row AND locks that row until its transaction ends, in the same statement: an UPDATE of the
+-- row locks it itself; an INSERT ... SELECT FROM runs says FOR SHARE. Under READ COMMITTED a
+-- check alone reads the statement's snapshot, so a takeover committing while the write is in
+-- flight would not stop it. With the lock, a takeover and a fenced write are ordered:
+--   * a takeover (take_over, claim_due, claim_queue: FOR UPDATE SKIP LOCKED in a subquery,
+--     then UPDATE ... epoch = epoch + 1) that locked the row first makes the write wait for
+--     its COMMIT; the write then re-reads the newest row version (EvalPlanQual), finds the
+--     new epoch, writes nothing, and is refused;
+--   * a write that locked the row first is skipped by the takeover's SKIP LOCKED until it
+--     commits; the next claim takes the run and its replay sees what the write wrote (an
+--     at-most-once step's intent: StepInDoubt, not a second execution).
+-- Row lock conflicts: FOR SHARE conflicts with FOR NO KEY UPDATE (every UPDATE here: none
+-- changes run_id) and FOR UPDATE, not with itself, so a run's parallel steps do not wait for
+-- each other. FOR KEY SHARE would not do: it conflicts with FOR UPDATE only, so an epoch
+-- bump by a plain UPDATE would neither wait for it nor be waited for. Other UPDATEs of the
+-- row (heartbeat, cancel flag, release) wait for in-flight fenced writes, all short single
+-- statements, except ctx.transaction (see pg_session.IDLE_IN_TRANSACTION_MS).
 
 -- name: lock_migrations
 -- Serializes workers that start at the same moment against one empty database.
@@ -50,27 +69,33 @@ SELECT *, CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-       created_at, updated_at
+       created_at, updated_at, stalled_takeovers, progress_mark
 FROM runs WHERE run_id = %s
 
 -- name: list_runs
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-       created_at, updated_at
+       created_at, updated_at, stalled_takeovers, progress_mark
 FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
   AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(run_id_contains)s::text IS NULL OR strpos(run_id, %(run_id_contains)s::text) > 0)
 ORDER BY created_at DESC
-LIMIT %(limit)s
+LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: append_entry
--- The epoch check is folded into the INSERT: a fenced-out writer inserts nothing.
+-- The epoch fence is folded into the INSERT (see the top of this file): a fenced-out writer
+-- inserts nothing, and the run row stays share-locked until this statement commits. So the
+-- conflict update below, which lets an intent or waiting entry be replaced, only ever runs
+-- for the run's current owner: a stale epoch can never overwrite an entry.
 INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
                      finished_at, payload)
 SELECT %s::text, %s::integer, %s::text, %s::text, %s::bytea, %s::text, %s::integer,
        %s::float8, %s::float8, %s::bytea
 FROM runs WHERE run_id = %s AND epoch = %s
+FOR SHARE
 ON CONFLICT (run_id, seq) DO UPDATE SET
     kind = excluded.kind, name = excluded.name, digest = excluded.digest,
     status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
@@ -93,6 +118,7 @@ WITH written AS (
            AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
     WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
     ORDER BY e.seq
+    FOR SHARE OF r
     ON CONFLICT (run_id, seq) DO UPDATE SET
         kind = excluded.kind, name = excluded.name, digest = excluded.digest,
         status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
@@ -118,6 +144,8 @@ SELECT seq, payload FROM journal WHERE run_id = %s AND seq = ANY(%s::integer[])
 -- name: finish_run
 -- The terminal status, the run's last entries, the event for its parent (keyed, so stored
 -- once), the parent's wake-up and the notification: one statement, all or nothing.
+-- Fenced by `finished`: the UPDATE locks the run row and, after a takeover that held it,
+-- re-checks the epoch on the newest version, so the entries below join no row.
 WITH finished AS (
     UPDATE runs SET status = %(status)s, output = %(output)s, error = %(error)s, owner = NULL,
                     lease_expires = NULL, wake_at = NULL, wait_events = NULL,
@@ -193,6 +221,7 @@ SELECT (SELECT count(*) FROM target),
 -- name: suspend_run
 -- Release the run with its wake conditions and last entries in one statement. A matching
 -- event already stored makes it due at once (wake_at 0), and then other workers are told.
+-- Fenced by `suspended`, as finish_run by `finished`.
 WITH suspended AS (
     UPDATE runs SET status = 'waiting', owner = NULL, lease_expires = NULL,
         wait_events = %(key)s::text,
@@ -237,13 +266,14 @@ SELECT pg_notify('undying', %(token)s) FROM released LIMIT 1
 -- name: resume_run
 WITH resumed AS (
     UPDATE runs SET status = 'pending', error = NULL, cancel_requested = FALSE, owner = NULL,
-                    lease_expires = NULL, updated_at = %(now)s
+                    lease_expires = NULL, stalled_takeovers = 0, updated_at = %(now)s
     WHERE run_id = %(run_id)s AND status IN ('failed', 'cancelled')
     RETURNING run_id
 )
 SELECT pg_notify('undying', %(token)s) FROM resumed
 
 -- name: set_status_value
+-- Fenced by the UPDATE's own row lock and epoch re-check, as finish_run.
 UPDATE runs SET status_value = %s, updated_at = %s WHERE run_id = %s AND epoch = %s
 
 -- name: lock_queues
@@ -252,8 +282,15 @@ SELECT pg_advisory_xact_lock(1970168945, key)
 FROM (SELECT DISTINCT hashtext(q) AS key FROM unnest(%s::text[]) AS q ORDER BY key) AS keys
 
 -- name: claim_due
+-- Every claim notes where the journal stands (progress_mark, from the run_progress view); a
+-- claim that finds it moved since the last one resets the count of take-overs without
+-- progress (see take_over).
 UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
-                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
@@ -263,11 +300,16 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: claim_queue
+-- Notes the journal's progress like claim_due.
 UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
-                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE queue = %(queue)s
@@ -277,7 +319,7 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: count_queue_running
 SELECT count(*) FROM runs WHERE queue = %s AND status = 'running'
@@ -303,8 +345,16 @@ WITH probe AS MATERIALIZED (
 SELECT owner, pg_advisory_unlock(hashtextextended(owner, 0)) FROM probe WHERE free
 
 -- name: take_over
+-- A take-over that finds the journal where the last claim left it counts one more take-over
+-- without progress (the last owner died, or stopped renewing its lease, journaling nothing);
+-- progress resets the count. The worker quarantines a run whose count passes
+-- App(max_takeovers_without_progress=...).
 UPDATE runs SET owner = %(owner)s, lease_expires = %(lease_expires)s, epoch = epoch + 1,
-                updated_at = %(now)s
+                updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers + 1 ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE status = 'running'
@@ -313,7 +363,7 @@ WHERE run_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: heartbeat
 WITH extended AS (
@@ -355,6 +405,7 @@ WITH event AS (
            %(e_started_at)s::float8, %(e_finished_at)s::float8, event.payload
     FROM runs r, event
     WHERE r.run_id = %(run_id)s AND r.epoch = %(epoch)s
+    FOR SHARE OF r
     ON CONFLICT (run_id, seq) DO UPDATE SET
         kind = excluded.kind, name = excluded.name, digest = excluded.digest,
         status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
@@ -422,35 +473,69 @@ SELECT payload FROM journal WHERE substring(payload FROM 1 FOR 1) = '\x10'::byte
 SELECT hash FROM blobs WHERE written_at < %s
 
 -- name: lock_run_epoch
+-- ctx.transaction's fence: held until its COMMIT, so the transaction's effects and its
+-- journal entry commit under the epoch they were checked at.
 SELECT 1 FROM runs WHERE run_id = %s AND epoch = %s FOR SHARE
 
 -- name: delete_blobs
 DELETE FROM blobs WHERE hash = ANY(%s::bytea[]) AND written_at < %s
 
 -- name: continue_as_new
--- Archive the generation, clear the journal, start the next one; fenced by the archive
--- (0 rows back: fenced out, nothing changed).
-WITH archived AS (
-    INSERT INTO lineage (run_id, generation, input, ended_at)
-    SELECT run_id, generation, input, %(now)s::float8 FROM runs
+-- Archive the generation, clear the journal, start the next one (0 rows back: fenced out,
+-- nothing changed). Fenced by `at_epoch`, which locks the run row at this epoch for the whole
+-- statement (FOR NO KEY UPDATE, the lock the UPDATE below takes anyway), so a takeover
+-- cannot commit between the archive and the renewal.
+WITH at_epoch AS (
+    SELECT run_id, generation, input FROM runs
     WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    FOR NO KEY UPDATE
+), archived AS (
+    INSERT INTO lineage (run_id, generation, input, ended_at)
+    SELECT run_id, generation, input, %(now)s::float8 FROM at_epoch
     RETURNING run_id
 ), cleared AS (
     DELETE FROM journal WHERE run_id IN (SELECT run_id FROM archived)
 ), renewed AS (
     UPDATE runs SET input = %(input)s, generation = generation + 1, status_value = NULL,
                     updated_at = %(now)s
-    WHERE run_id IN (SELECT run_id FROM archived)
+    WHERE run_id IN (SELECT run_id FROM archived) AND epoch = %(epoch)s
 )
 SELECT run_id FROM archived
+
+-- Read side (store.base.ReadSide: the CLI and the web UI). A filter left NULL matches all.
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM runs
+WHERE (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(parent_id)s::text IS NULL OR parent_id = %(parent_id)s::text)
+  AND (%(created_after)s::float8 IS NULL OR created_at >= %(created_after)s::float8)
+  AND (%(run_id_contains)s::text IS NULL OR strpos(run_id, %(run_id_contains)s::text) > 0)
+GROUP BY status
+
+-- name: list_workflows
+SELECT DISTINCT workflow FROM runs ORDER BY workflow
+
+-- name: list_events
+SELECT name, key, payload, created_at, consumed_seq FROM events
+WHERE run_id = %s ORDER BY id LIMIT %s
 
 -- name: put_usage
 INSERT INTO usage (run_id, generation, seq, epoch, attempt, kind, provider, model, outcome,
                    calls, input_tokens, output_tokens, cached_tokens, created_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+-- A spent row replaces its earlier self (a stream: started, then finished); saved rows add up.
 ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO UPDATE SET
-    outcome = excluded.outcome, calls = excluded.calls, input_tokens = excluded.input_tokens,
-    output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens,
+    outcome = excluded.outcome,
+    calls = CASE WHEN excluded.kind = 'saved' THEN usage.calls + excluded.calls
+                 ELSE excluded.calls END,
+    input_tokens = CASE WHEN excluded.kind = 'saved' THEN usage.input_tokens + excluded.input_tokens
+                        ELSE excluded.input_tokens END,
+    output_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.output_tokens + excluded.output_tokens
+                         ELSE excluded.output_tokens END,
+    cached_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.cached_tokens + excluded.cached_tokens
+                         ELSE excluded.cached_tokens END,
     created_at = excluded.created_at
 
 -- name: load_usage

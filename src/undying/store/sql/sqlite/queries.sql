@@ -9,7 +9,7 @@ ON CONFLICT (run_id) DO NOTHING
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-       created_at, updated_at
+       created_at, updated_at, stalled_takeovers, progress_mark
 FROM runs WHERE run_id = ?
 
 -- name: append_entry
@@ -63,8 +63,15 @@ WHERE run_id = ? AND owner = ? AND status = 'running'
 UPDATE runs SET status_value = ?, updated_at = ? WHERE run_id = ? AND epoch = ?
 
 -- name: claim_due
+-- Every claim notes where the journal stands (progress_mark, from the run_progress view); a
+-- claim that finds it moved since the last one resets the count of take-overs without
+-- progress (see take_over).
 UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, epoch = epoch + 1,
-                wake_at = NULL, wait_events = NULL, updated_at = ?
+                wake_at = NULL, wait_events = NULL, updated_at = ?,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
@@ -72,18 +79,23 @@ WHERE run_id IN (
     ORDER BY priority DESC, created_at LIMIT ?)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: claim_queue
+-- Notes the journal's progress like claim_due.
 UPDATE runs SET status = 'running', owner = ?, lease_expires = ?, epoch = epoch + 1,
-                wake_at = NULL, wait_events = NULL, updated_at = ?
+                wake_at = NULL, wait_events = NULL, updated_at = ?,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE queue = ? AND (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
     ORDER BY priority DESC, created_at LIMIT ?)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: count_queue_running
 SELECT count(*) FROM runs WHERE queue = ? AND status = 'running'
@@ -101,14 +113,22 @@ INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)
 SELECT DISTINCT owner FROM runs WHERE status = 'running' AND owner IS NOT NULL AND owner <> ?
 
 -- name: take_over
-UPDATE runs SET owner = ?, lease_expires = ?, epoch = epoch + 1, updated_at = ?
+-- A take-over that finds the journal where the last claim left it counts one more take-over
+-- without progress (the last owner died, or stopped renewing its lease, journaling nothing);
+-- progress resets the count. The worker quarantines a run whose count passes
+-- App(max_takeovers_without_progress=...).
+UPDATE runs SET owner = ?, lease_expires = ?, epoch = epoch + 1, updated_at = ?,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers + 1 ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
 WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE status = 'running' AND (lease_expires < ? OR owner IN (SELECT value FROM json_each(?)))
     LIMIT ?)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
-          created_at, updated_at
+          created_at, updated_at, stalled_takeovers, progress_mark
 
 -- name: heartbeat
 UPDATE runs SET lease_expires = ?
@@ -165,7 +185,7 @@ FROM journal WHERE run_id = ? AND seq < ? AND status IN ('ok', 'error')
 
 -- name: resume_run
 UPDATE runs SET status = 'pending', error = NULL, cancel_requested = 0, owner = NULL,
-                lease_expires = NULL, updated_at = ?
+                lease_expires = NULL, stalled_takeovers = 0, updated_at = ?
 WHERE run_id = ? AND status IN ('failed', 'cancelled')
 
 -- name: load_state
@@ -183,13 +203,54 @@ SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
 -- name: blob_hashes
 SELECT hash FROM blobs WHERE written_at < ?
 
+-- Read side (store.base.ReadSide: the CLI and the web UI). A filter left NULL matches all.
+
+-- name: list_runs
+-- The columns of get_run (sqlite._record reads them by position).
+SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+       cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+       created_at, updated_at, stalled_takeovers, progress_mark
+FROM runs
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:run_id_contains IS NULL OR instr(run_id, :run_id_contains) > 0)
+ORDER BY created_at DESC
+LIMIT :limit OFFSET :offset
+
+-- name: count_runs_by_status
+SELECT status, count(*) FROM runs
+WHERE (:workflow IS NULL OR workflow = :workflow)
+  AND (:parent_id IS NULL OR parent_id = :parent_id)
+  AND (:created_after IS NULL OR created_at >= :created_after)
+  AND (:run_id_contains IS NULL OR instr(run_id, :run_id_contains) > 0)
+GROUP BY status
+
+-- name: list_workflows
+SELECT DISTINCT workflow FROM runs ORDER BY workflow
+
+-- name: list_events
+SELECT name, key, payload, created_at, consumed_seq FROM events
+WHERE run_id = ? ORDER BY id LIMIT ?
+
 -- name: put_usage
 INSERT INTO usage (run_id, generation, seq, epoch, attempt, kind, provider, model, outcome,
                    calls, input_tokens, output_tokens, cached_tokens, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+-- A spent row replaces its earlier self (a stream: started, then finished); saved rows add up.
 ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO UPDATE SET
-    outcome = excluded.outcome, calls = excluded.calls, input_tokens = excluded.input_tokens,
-    output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens,
+    outcome = excluded.outcome,
+    calls = CASE WHEN excluded.kind = 'saved' THEN usage.calls + excluded.calls
+                 ELSE excluded.calls END,
+    input_tokens = CASE WHEN excluded.kind = 'saved' THEN usage.input_tokens + excluded.input_tokens
+                        ELSE excluded.input_tokens END,
+    output_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.output_tokens + excluded.output_tokens
+                         ELSE excluded.output_tokens END,
+    cached_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.cached_tokens + excluded.cached_tokens
+                         ELSE excluded.cached_tokens END,
     created_at = excluded.created_at
 
 -- name: load_usage

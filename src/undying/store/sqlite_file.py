@@ -1,0 +1,104 @@
+"""What can be wrong with an SQLite database file, said so a user can act on it.
+
+SQLite reports an unusable file in its own terms ("unable to open database file", "attempt to
+write a readonly database"), often only at the first write, and sometimes not at all: opened
+read-only, a file reads fine and fails later, and a damaged page of the migration ledger can
+read back as a schema version from the future. undying checks up front what it needs (a
+writable file in a writable directory: SQLite's WAL and undying's lock files live next to the
+database) and turns each failure into one ``StoreError`` line that names the file, what is
+wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import StoreError
+
+_MIGRATION_FILE = re.compile(r"^(\d+)_\w+\.sql$")
+_RECOVER = "restore it from a backup (`sqlite3 {path} .recover` can often salvage its rows)"
+
+
+def read_only(path: str, what: str = "") -> StoreError:
+    return StoreError(
+        f"{what or repr(path)} is read-only: undying needs write access to the database file "
+        "and its directory (WAL and lock files live next to it); fix the permissions or the "
+        "mount, or copy the database somewhere writable"
+    )
+
+
+def check_writable(path: str) -> None:
+    """Refuse, before SQLite opens it, a file undying could only read.
+
+    SQLite silently opens a file it cannot write read-only; reads then succeed and the first
+    write fails, deep inside a run. ``os.access`` sees what the kernel enforces, also for
+    root: an immutable file (``chattr +i``) or a read-only mount."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StoreError(
+            f"cannot open {path!r}: its directory {directory!r} does not exist; create it "
+            "first (undying creates the database file, not its directory)"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise read_only(path)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise read_only(path, f"the directory of {path!r} ({directory!r})")
+
+
+def open_error(path: str, exc: sqlite3.Error | OSError, busy_timeout: float) -> StoreError:
+    """The StoreError for a failure while opening or migrating ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_NOTADB"):
+        return StoreError(
+            f"{path!r} is not an SQLite database ({exc}): point the database URL at an undying "
+            "database, or move this file out of the way and let undying create a new one"
+        )
+    if name.startswith("SQLITE_CORRUPT"):
+        return StoreError(f"{path!r} is damaged ({exc}): " + _RECOVER.format(path=path))
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM")) or isinstance(exc, PermissionError):
+        return read_only(path)
+    if name.startswith("SQLITE_FULL"):
+        return StoreError(f"{path!r}: the disk is full ({exc}); free some space and retry")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreError(
+            f"{path!r} stayed locked by another process for more than {busy_timeout:g} s "
+            f"({exc}); retry when its long write is over"
+        )
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StoreError(f"cannot use SQLite database {path!r}: {detail}")
+
+
+def check_ledger(path: str, rows: Iterable[tuple[Any, Any]], known: set[int]) -> set[int]:
+    """The applied migration versions, once the ledger (``undying_migrations``) is checked.
+
+    Every row undying writes is (N, "NNN_name.sql"), and migrations are applied in order, so
+    a row whose version disagrees with its file name, or a gap below the highest version,
+    is damage, not a newer schema (a damaged page once read back as version 99)."""
+    applied: set[int] = set()
+    for version, name in rows:
+        match = _MIGRATION_FILE.match(name) if isinstance(name, str) else None
+        if not isinstance(version, int) or match is None or int(match.group(1)) != version:
+            raise StoreError(
+                f"{path!r} is damaged: its schema ledger (table undying_migrations) holds the "
+                f"row ({version!r}, {name!r}), which undying never writes; "
+                + _RECOVER.format(path=path)
+            )
+        applied.add(version)
+    highest = max(applied, default=0)
+    missing = sorted(v for v in known if v < highest and v not in applied)
+    if missing:
+        raise StoreError(
+            f"{path!r} is damaged: its schema ledger (table undying_migrations) lacks "
+            f"migration(s) {missing} below version {highest}; " + _RECOVER.format(path=path)
+        )
+    newest = max(known, default=0)
+    if highest > newest:
+        raise StoreError(
+            f"{path!r} has schema version {highest}, newer than this undying knows "
+            f"({newest}): upgrade undying (or open a copy made before the upgrade)"
+        )
+    return applied
