@@ -35,11 +35,15 @@ demo: $(VENV)/.installed
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m mypy
+	$(PY) -m mypy --strict tests/typing
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m mypy
+	$(PY) -m mypy --strict tests/typing
+	$(VENV)/bin/lint-imports
 
 # Benchmarks (docs/benchmarks.md). `make bench QUICK=1` / `make bench-peers QUICK=1` are
 # smoke runs (tiny sizes, 2 repetitions) whose results go to bench/results/quick/, never

@@ -37,7 +37,7 @@ from .validation import (
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .llm.usage import TokenUsage
+    from .tokens import TokenUsage
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -378,7 +378,7 @@ class App:
 
     async def token_usage(self, run_id: str) -> TokenUsage:
         """The run's model tokens (``undying.llm``): spent, failed, and saved by replay."""
-        from .llm.usage import load_token_usage
+        from .tokens import load_token_usage
 
         await self._get(run_id)
         return await load_token_usage(self._store_or_raise(), run_id)

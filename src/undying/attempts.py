@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from . import determinism, known_types
+from . import determinism, known_types, observe
 from .errors import (
     InvalidArgument,
     LeaseLost,
@@ -144,6 +144,13 @@ async def run_step(
     entry = rec.recorded(seq, "step", policy.name)
     if entry is not None:
         rec.check_digest(seq, entry, policy.name, arg_digest)
+        if observe.observer is not None:
+            observe.observer.step_finished(
+                observe.observer.step_started(
+                    rec.run, seq, policy.name, entry.attempt, replayed=True
+                ),
+                None,
+            )
         if entry.status == OK:
             return await rec.value(entry)
         if entry.status == ERROR:
@@ -163,9 +170,17 @@ async def run_step(
         while True:
             attempt += 1
             info = StepInfo(run.run_id, seq, policy.name, attempt, run.generation)
+            watcher = observe.observer
+            token = (
+                None
+                if watcher is None
+                else watcher.step_started(run, seq, policy.name, attempt, replayed=False)
+            )
             try:
                 result = await run_attempt(info, policy, fn, is_async, args, kwargs)
             except Exception as exc:
+                if watcher is not None:
+                    watcher.step_finished(token, exc)
                 failure: BaseException = exc
                 if isinstance(exc, StepAborted):  # SystemExit & co. mean stop: no retry
                     failure = exc.original
@@ -180,6 +195,8 @@ async def run_step(
                 )
                 # Raised from the record, so that replay raises exactly the same.
                 raise step_failure(rec.codec.decode(payload), policy.name)  # noqa: B904
+            if watcher is not None:
+                watcher.step_finished(token, None)
             try:
                 payload = rec.codec.encode(result, root=f"result of step {policy.name}")
             except SerializationError as exc:

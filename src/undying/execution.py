@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import observe
 from .attempts import unwinds_the_run
 from .errors import LeaseLost, SerializationError, WorkflowCancelled, WorkflowFailed
 from .failures import type_path
@@ -71,6 +72,25 @@ async def execute(
             )
     if run.cancel_requested:
         rec.cancel(WorkflowCancelled())
+    watcher = observe.observer
+    watched = (
+        None if watcher is None else watcher.run_started(run, replaying=bool(rec.cursor.entries))
+    )
+    outcome = await _run(rec, fn, ctx, args, kwargs, deadline_timer)
+    if watcher is not None:
+        watcher.run_finished(watched, outcome.status, outcome.error)
+    return outcome
+
+
+async def _run(
+    rec: Recorder,
+    fn: Workflow,
+    ctx: ActiveRun,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    deadline_timer: asyncio.TimerHandle | None,
+) -> Outcome:
+    run = rec.run
     token = current_run.set(ctx)
     try:
         result = await fn(ctx, *args, **kwargs)

@@ -27,13 +27,18 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, Protocol, overload
 
 from ..errors import EventTimeout, InvalidArgument, StepFailed, StepInDoubt, UndyingError
 from ..steps import current_context, step
 
-if TYPE_CHECKING:
-    from ..app import App
+
+class EventSender(Protocol):
+    """What ``approve`` needs of an ``undying.App`` (a protocol: undying.llm sits below app)."""
+
+    async def send_event(
+        self, run_id: str, name: str, payload: Any = None, *, key: str | None = None
+    ) -> bool: ...
 
 APPROVAL_PREFIX = "approval:"
 
@@ -185,7 +190,7 @@ class ToolRun:
 
 
 async def approve(
-    app: App, run_id: str, call_id: str, *, approved: bool = True, reason: str = ""
+    app: EventSender, run_id: str, call_id: str, *, approved: bool = True, reason: str = ""
 ) -> bool:
     """Answer a tool call waiting for approval (the call id is in the run's status).
     Delivered once: answering the same call again returns False."""
