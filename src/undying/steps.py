@@ -72,6 +72,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Callable[[F], F]: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -85,6 +86,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Any:
     """Make a function a durable step.
 
@@ -92,6 +94,8 @@ def step(
     (capped at ``max_delay``, jittered); exceptions in ``non_retryable`` fail at once;
     ``timeout`` bounds each attempt. ``at_most_once=True`` records an intent durably before
     the call, so a crash mid-call surfaces as ``StepInDoubt`` instead of a second call.
+    ``retry_delay_from(exc)`` may return the seconds a failure asks to wait (a rate limit's
+    ``Retry-After``, say; capped at ``max_delay``), used instead of the backoff.
     """
     options: dict[str, Any] = {
         "retries": retries,
@@ -101,6 +105,7 @@ def step(
         "timeout": timeout,
         "at_most_once": at_most_once,
         "non_retryable": non_retryable,
+        "retry_delay_from": retry_delay_from,
     }
     StepPolicy("check", **options)  # refuse bad options here, where they were written
 
