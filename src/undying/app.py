@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import determinism, observe
 from .codec import Codec
@@ -35,6 +35,9 @@ from .validation import (
     fork_run_id,
 )
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .tokens import TokenUsage
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -375,6 +378,13 @@ class App:
         record = await self._get(run_id)
         return None if record.status_value is None else self.codec.decode(record.status_value)
 
+    async def token_usage(self, run_id: str) -> TokenUsage:
+        """The run's model tokens (``undying.llm``): spent, failed, and saved by replay."""
+        from .tokens import load_token_usage
+
+        await self._get(run_id)
+        return await load_token_usage(self._store_or_raise(), run_id)
+
     async def _get(self, run_id: str) -> RunRecord:
         check_run_ref(run_id)
         record = await self._store_or_raise().get_run(run_id)
@@ -425,6 +435,9 @@ class RunHandle(Generic[T]):
 
     async def get_status(self) -> Any:
         return await self.app.get_status(self.run_id)
+
+    async def token_usage(self) -> TokenUsage:
+        return await self.app.token_usage(self.run_id)
 
     async def result(self, timeout: float | None = None) -> T:
         """Wait for the run to end; return its result or raise its error."""

@@ -53,6 +53,8 @@ class StepPolicy:
     timeout: float | None = None
     at_most_once: bool = False
     non_retryable: tuple[type[BaseException], ...] = ()
+    #: seconds the failure itself asks for (an HTTP ``Retry-After``), or None for the backoff
+    retry_delay_from: Callable[[BaseException], float | None] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -72,14 +74,21 @@ class StepPolicy:
             isinstance(t, type) and issubclass(t, BaseException) for t in self.non_retryable
         ):
             raise InvalidArgument("non_retryable must be a tuple of exception classes")
+        if self.retry_delay_from is not None and not callable(self.retry_delay_from):
+            raise InvalidArgument("retry_delay_from must be a function of the exception, or None")
         if self.at_most_once and self.retries:
             raise InvalidArgument(
                 "an at_most_once step cannot be retried automatically (a retry is a second "
                 "run); drop retries= or at_most_once="
             )
 
-    def delay(self, attempt: int, jitter: float) -> float:
-        """Seconds to wait after failed ``attempt`` (1-based): exponential, capped, jittered."""
+    def delay(self, attempt: int, jitter: float, exc: BaseException | None = None) -> float:
+        """Seconds to wait after failed ``attempt`` (1-based): what the error asks for when
+        ``retry_delay_from`` knows (capped), else exponential, capped, jittered."""
+        if self.retry_delay_from is not None and exc is not None:
+            asked = self.retry_delay_from(exc)
+            if asked is not None:
+                return min(self.max_delay, max(0.0, asked))
         base = min(self.max_delay, self.retry_delay * self.backoff ** (attempt - 1))
         return base * (0.5 + jitter / 2)
 
@@ -178,7 +187,7 @@ async def run_step(
                     _log_aborted(rec, seq, policy, failure)
                 elif attempt <= policy.retries and not isinstance(exc, policy.non_retryable):
                     jitter = determinism.original("random.random")()
-                    await asyncio.sleep(policy.delay(attempt, jitter))
+                    await asyncio.sleep(policy.delay(attempt, jitter, exc))
                     continue
                 payload = describe_error(failure, rec.codec, attempts=attempt)
                 await rec.write(

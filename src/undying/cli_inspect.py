@@ -152,9 +152,18 @@ async def cmd_show(args: argparse.Namespace) -> int:
             return 0
         width = max(shutil.get_terminal_size((120, 24)).columns, 60)
         print(_show_header(run, fields, children, full=args.full, width=width))
+        await _print_token_usage(app, run.run_id)
         print()
         await _print_timeline(app, run, meta, full=args.full, width=width)
     return 0
+
+
+async def _print_token_usage(app: App, run_id: str) -> None:
+    """The run's model tokens (undying.llm), when it made model calls."""
+    from .llm.usage import usage_lines
+
+    for line in usage_lines(await app.token_usage(run_id)):
+        print(line)
 
 
 def _show_json(

@@ -93,20 +93,9 @@ class Context:
         target = getattr(fn, "__undying_target__", fn)
         policy = attempts.policy_of(fn)
         seq = self._rec.position()
-        return attempts.run_step(
+        return _run_step(
             self._rec, seq, policy, target, attempts.is_async_callable(target), args, kwargs
         )
-
-    def _policy_step(
-        self,
-        policy: attempts.StepPolicy,
-        fn: Callable[..., Any],
-        is_async: bool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Coroutine[Any, Any, Any]:
-        """A decorated step called from workflow code (``@undying.step``)."""
-        return _run_step(self._rec, self._rec.position(), policy, fn, is_async, args, kwargs)
 
     @overload
     def transaction(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from . import known_types
-from .attempts import StepPolicy, callable_name
+from .attempts import StepPolicy, callable_name, run_step
 from .errors import InvalidArgument, UndyingError
 from .scope import StepInfo, current_run
 from .scope import current_step as _current_step
@@ -72,6 +72,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Callable[[F], F]: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -85,6 +86,7 @@ def step(
     timeout: float | None = None,
     at_most_once: bool = False,
     non_retryable: tuple[type[BaseException], ...] = (),
+    retry_delay_from: Callable[[BaseException], float | None] | None = None,
 ) -> Any:
     """Make a function a durable step.
 
@@ -92,6 +94,8 @@ def step(
     (capped at ``max_delay``, jittered); exceptions in ``non_retryable`` fail at once;
     ``timeout`` bounds each attempt. ``at_most_once=True`` records an intent durably before
     the call, so a crash mid-call surfaces as ``StepInDoubt`` instead of a second call.
+    ``retry_delay_from(exc)`` may return the seconds a failure asks to wait (a rate limit's
+    ``Retry-After``, say; capped at ``max_delay``), used instead of the backoff.
     """
     options: dict[str, Any] = {
         "retries": retries,
@@ -101,6 +105,7 @@ def step(
         "timeout": timeout,
         "at_most_once": at_most_once,
         "non_retryable": non_retryable,
+        "retry_delay_from": retry_delay_from,
     }
     StepPolicy("check", **options)  # refuse bad options here, where they were written
 
@@ -116,8 +121,10 @@ def step(
             ctx = current_run.get()
             if ctx is None:
                 return func(*args, **kwargs)
-            # No cast(): this is the hot path, and cast is a Python call.
-            return ctx._policy_step(policy, func, is_async, args, kwargs)  # type: ignore[attr-defined]
+            # The engine directly, not through Context._policy_step: one Python frame less on
+            # the path every decorated step takes (measured: ~600 instructions of ~30,000).
+            rec = ctx._rec  # type: ignore[attr-defined]
+            return run_step(rec, rec.position(), policy, func, is_async, args, kwargs)
 
         wrapper.__undying_step__ = policy  # type: ignore[attr-defined]
         wrapper.__undying_target__ = func  # type: ignore[attr-defined]

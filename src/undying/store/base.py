@@ -197,6 +197,71 @@ class EventRecord:
     consumed_seq: int | None = None
 
 
+# Usage row kinds.
+SPENT = "spent"  # a provider call was made (every attempt, failed and cut ones included)
+SAVED = "saved"  # replay answered calls from the journal: tokens not spent again
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Tokens of one model call attempt (``spent``), or of the calls one execution of the run
+    answered from the journal (``saved``: ``attempt`` 0, ``seq`` -1, one row per model).
+
+    The key is (run_id, generation, seq, epoch, attempt, kind, provider, model); writing a row
+    again replaces it, so a streaming attempt can record what it spent so far and then the
+    whole."""
+
+    run_id: str
+    generation: int
+    seq: int
+    epoch: int
+    attempt: int
+    kind: str
+    provider: str
+    model: str
+    outcome: str  # ok error cut open saved
+    calls: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    created_at: float = 0.0
+
+
+def usage_params(row: UsageRow) -> tuple[Any, ...]:
+    """A usage row as the ``put_usage`` query takes it (both dialects)."""
+    return (
+        row.run_id,
+        row.generation,
+        row.seq,
+        row.epoch,
+        row.attempt,
+        row.kind,
+        row.provider,
+        row.model,
+        row.outcome,
+        row.calls,
+        row.input_tokens,
+        row.output_tokens,
+        row.cached_tokens,
+        row.created_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """``load_usage``: the sums of a run's usage rows with one (kind, outcome, provider,
+    model)."""
+
+    kind: str
+    outcome: str
+    provider: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+
+
 def wait_key(names: Iterable[str]) -> str:
     """Event names a waiting run listens for, as stored: ``\\n`` around each name, so a
     store can match one with a substring search."""
@@ -472,3 +537,15 @@ class Store(ReadSide):
     async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
         """Mark the run and its descendants cancelled. Runs nobody executes end at once;
         running ones are flagged for their owner. Returns the ids flagged while running."""
+
+    # -- token usage (undying.llm) ---------------------------------------------------------------
+    # Not abstract, so a store written before model calls were accounted keeps working; the
+    # model adapters log (once) that this store keeps no usage and carry on.
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Write usage rows; a ``spent`` row replaces the one with its key, a ``saved`` row
+        adds its counts to it. Not fenced: tokens a zombie spent were spent."""
+        raise NotImplementedError(f"{type(self).__name__} does not record token usage")
+
+    async def load_usage(self, run_id: str) -> list[UsageTotal]:
+        """The run's usage rows summed per (kind, outcome, provider, model), all generations."""
+        raise NotImplementedError(f"{type(self).__name__} does not record token usage")

@@ -35,6 +35,7 @@ from .base import (
     PENDING,
     PROGRESS_STRIDE,
     RUNNING,
+    SAVED,
     TERMINAL,
     WAITING,
     Claim,
@@ -46,6 +47,8 @@ from .base import (
     RunRecord,
     Store,
     TransactionFnFailed,
+    UsageRow,
+    UsageTotal,
     child_event_name,
     fence_error,
     wait_key,
@@ -79,6 +82,9 @@ class MemoryDatabase:
     blobs: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)  # data, written_at
     queue_starts: dict[str, list[float]] = field(default_factory=dict)
     app_data: dict[str, Any] = field(default_factory=dict)  # what transactions wrote
+    #: token usage rows by run, keyed as the usage table (generation, seq, epoch, attempt,
+    #: kind, provider, model)
+    usage: dict[str, dict[tuple[Any, ...], UsageRow]] = field(default_factory=dict)
     #: the open stores by worker id: a run's owner is alive while its store is open
     live: dict[str, MemoryStore] = field(default_factory=dict)
 
@@ -604,7 +610,7 @@ class MemoryStore(Store):
             if r.status in TERMINAL and r.updated_at < older_than and r.parent_id is None
         ]
         tables: tuple[dict[str, Any], ...] = (db.runs, db.wait_events, db.children)
-        tables += (db.journals, db.events, db.lineage)
+        tables += (db.journals, db.events, db.lineage, db.usage)
         deleted = 0
         for root in old:
             for run in self._tree(root):
@@ -632,6 +638,37 @@ class MemoryStore(Store):
             kept = blobs.get(h)
             if kept is not None and kept[1] < written_before:
                 del blobs[h]
+
+    # -- token usage (put_usage / load_usage in sql/sqlite/queries.sql) -------------------------
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        if not rows:
+            return
+        for row in rows:
+            table = self.db.usage.setdefault(row.run_id, {})
+            key = (row.generation, row.seq, row.epoch, row.attempt, row.kind, row.provider,
+                   row.model)
+            kept = table.get(key)
+            if kept is not None and row.kind == SAVED:  # saved rows add up
+                row = dataclasses.replace(
+                    row,
+                    calls=kept.calls + row.calls,
+                    input_tokens=kept.input_tokens + row.input_tokens,
+                    output_tokens=kept.output_tokens + row.output_tokens,
+                    cached_tokens=kept.cached_tokens + row.cached_tokens,
+                )
+            table[key] = row
+        self._committed()
+
+    async def load_usage(self, run_id: str) -> list[UsageTotal]:
+        sums: dict[tuple[str, str, str, str], list[int]] = {}
+        for row in self.db.usage.get(run_id, {}).values():
+            total = sums.setdefault((row.kind, row.outcome, row.provider, row.model), [0] * 4)
+            for i, n in enumerate(
+                (row.calls, row.input_tokens, row.output_tokens, row.cached_tokens)
+            ):
+                total[i] += n
+        order = sorted(sums, key=lambda k: (k[0], k[2], k[3], k[1]))
+        return [UsageTotal(*key, *sums[key]) for key in order]
 
     # -- blobs ------------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:

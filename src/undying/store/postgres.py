@@ -50,8 +50,11 @@ from .base import (
     RunRecord,
     Store,
     TransactionFnFailed,
+    UsageRow,
+    UsageTotal,
     child_event_name,
     fence_error,
+    usage_params,
     wait_key,
 )
 from .pg_session import (
@@ -676,6 +679,17 @@ class PostgresStore(Store):
             await conn.execute(self._q["delete_blobs"], (list(hashes), written_before))
 
     # -- blobs -----------------------------------------------------------------------------------
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        if not rows:
+            return
+        async with self._conn() as conn, conn.cursor() as cur:
+            await cur.executemany(self._q["put_usage"], [usage_params(r) for r in rows])
+
+    async def load_usage(self, run_id: str) -> list[UsageTotal]:
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["load_usage"], (run_id,))
+            return [UsageTotal(*row) for row in await cur.fetchall()]
+
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
         """Re-putting a stored blob refreshes its ``written_at``, so GC spares it."""
         if not blobs:

@@ -39,7 +39,10 @@ from .base import (
     RunRecord,
     Store,
     TransactionFnFailed,
+    UsageRow,
+    UsageTotal,
     fence_error,
+    usage_params,
     wait_key,
 )
 from .sqlfiles import migrations, queries
@@ -528,7 +531,7 @@ class SQLiteStore(Store):
             for (run_id,) in db.execute(self._q["old_runs"], (older_than,)).fetchall():
                 tree = [r[0] for r in db.execute(self._q["run_tree"], (run_id,))]
                 for rid in tree:
-                    for table in ("journal", "events", "lineage", "runs"):
+                    for table in ("journal", "events", "lineage", "usage", "runs"):
                         db.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
                 deleted += len(tree)
         return deleted
@@ -546,6 +549,15 @@ class SQLiteStore(Store):
                 "DELETE FROM blobs WHERE hash = ? AND written_at < ?",
                 [(h, written_before) for h in hashes],
             )
+
+    # -- token usage -------------------------------------------------------------------------------
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        if rows:
+            with self._tx() as db:
+                db.executemany(self._q["put_usage"], [usage_params(r) for r in rows])
+
+    async def load_usage(self, run_id: str) -> list[UsageTotal]:
+        return [UsageTotal(*row) for row in self.db.execute(self._q["load_usage"], (run_id,))]
 
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:

@@ -460,6 +460,8 @@ WITH RECURSIVE tree (run_id) AS (
     DELETE FROM events WHERE run_id IN (SELECT run_id FROM tree)
 ), lineage_gone AS (
     DELETE FROM lineage WHERE run_id IN (SELECT run_id FROM tree)
+), usage_gone AS (
+    DELETE FROM usage WHERE run_id IN (SELECT run_id FROM tree)
 )
 DELETE FROM runs WHERE run_id IN (SELECT run_id FROM tree)
 
@@ -516,3 +518,29 @@ SELECT DISTINCT workflow FROM runs ORDER BY workflow
 -- name: list_events
 SELECT name, key, payload, created_at, consumed_seq FROM events
 WHERE run_id = %s ORDER BY id LIMIT %s
+
+-- name: put_usage
+INSERT INTO usage (run_id, generation, seq, epoch, attempt, kind, provider, model, outcome,
+                   calls, input_tokens, output_tokens, cached_tokens, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+-- A spent row replaces its earlier self (a stream: started, then finished); saved rows add up.
+ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO UPDATE SET
+    outcome = excluded.outcome,
+    calls = CASE WHEN excluded.kind = 'saved' THEN usage.calls + excluded.calls
+                 ELSE excluded.calls END,
+    input_tokens = CASE WHEN excluded.kind = 'saved' THEN usage.input_tokens + excluded.input_tokens
+                        ELSE excluded.input_tokens END,
+    output_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.output_tokens + excluded.output_tokens
+                         ELSE excluded.output_tokens END,
+    cached_tokens = CASE WHEN excluded.kind = 'saved'
+                         THEN usage.cached_tokens + excluded.cached_tokens
+                         ELSE excluded.cached_tokens END,
+    created_at = excluded.created_at
+
+-- name: load_usage
+SELECT kind, outcome, provider, model, SUM(calls)::bigint, SUM(input_tokens)::bigint,
+       SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint
+FROM usage WHERE run_id = %s
+GROUP BY kind, outcome, provider, model
+ORDER BY kind, provider, model, outcome
