@@ -178,6 +178,10 @@ async def run_step(
             )
             try:
                 result = await run_attempt(info, policy, fn, is_async, args, kwargs)
+            except asyncio.CancelledError as exc:  # the run unwinding (shutdown, timeout)
+                if watcher is not None:
+                    watcher.step_finished(token, exc)
+                raise
             except Exception as exc:
                 if watcher is not None:
                     watcher.step_finished(token, exc)

@@ -192,7 +192,9 @@ def _show_json(
 
 
 def _call_args(value: Any) -> tuple[list[Any], dict[str, Any]]:
-    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[1], dict):
+    """The workflow's arguments from a run's input (a third element, if any, is what the run
+    carries for observers, such as a trace context: not an argument)."""
+    if isinstance(value, list | tuple) and len(value) in (2, 3) and isinstance(value[1], dict):
         return list(value[0]), value[1]
     return [], {}
 
@@ -230,6 +232,7 @@ def _show_header(
     if run.deadline is not None:
         lines.append(("deadline", f"{out.when(run.deadline)} UTC"))
     args, kwargs = _call_args(fields["input"][0])
+
     def render(value: Any) -> str:
         return repr(value) if full else out.preview(value, width)
 

@@ -30,6 +30,8 @@ from .store.base import CANCELLED, COMPLETED, FAILED, Entry
 SUSPENDED = "suspended"
 CONTINUED = "continued"
 LEASE_LOST = "lease lost"
+#: reported to observers only: the worker stopped while the execution ran (it is handed back)
+INTERRUPTED = "interrupted"
 
 Workflow = Callable[..., Coroutine[Any, Any, Any]]
 log = logging.getLogger("undying.worker")
@@ -80,7 +82,12 @@ async def execute(
         if watcher is None
         else watcher.run_started(run, replaying=bool(rec.cursor.entries), carried=carried or {})
     )
-    outcome = await _run(rec, fn, ctx, args, kwargs, deadline_timer)
+    try:
+        outcome = await _run(rec, fn, ctx, args, kwargs, deadline_timer)
+    except BaseException as exc:  # the worker stopping: the execution ends here, unfinished
+        if watcher is not None:
+            watcher.run_finished(watched, INTERRUPTED, exc)
+        raise
     if watcher is not None:
         watcher.run_finished(watched, outcome.status, outcome.error)
     return outcome

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import observe
 from ..errors import StepFailed
 from ..steps import current_context, current_step, step
 from .retry import ProviderError, delay_from, describe, is_retryable, rebuild
@@ -132,7 +133,12 @@ class Meter:
 
     async def write(self, outcome: str, usage: dict[str, int] | None = None) -> None:
         row = spent_row(
-            self.site, self.seq, self.attempt, self.provider, self.model, outcome,
+            self.site,
+            self.seq,
+            self.attempt,
+            self.provider,
+            self.model,
+            outcome,
             usage if usage is not None else self.usage,
         )
         await write_rows(self.site.store, [row])
@@ -211,12 +217,23 @@ class ModelCall:
             body = await send(self.send_kwargs, meter)
         except Exception as exc:
             await meter.write("cut" if meter.events else "error")
+            observe.annotate(provider=self.provider, operation="chat", model=self.model)
             if is_retryable(exc) and attempt <= self.policy.retries:
                 raise
             raise ProviderError(describe(exc)) from exc
         usage = self.usage_of(body) or meter.usage or {}
         model = str(body.get("model") or self.model)
         await meter.write("ok", usage)
+        observe.annotate(
+            provider=self.provider,
+            operation="chat",  # GenAI semconv: every endpoint wrapped here is a chat call
+            model=self.model,
+            response_model=model,
+            response_id=body.get("id"),
+            input_tokens=usage.get("input"),
+            output_tokens=usage.get("output"),
+            cached_tokens=usage.get("cached"),
+        )
         return {
             "provider": self.provider,
             "model": model,
