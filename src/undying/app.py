@@ -26,7 +26,16 @@ from .registry import Registry
 from .scope import current_run
 from .settings import Settings
 from .store import store_from_url
-from .store.base import CANCELLED, COMPLETED, TERMINAL, NewRun, RunFilter, RunRecord, Store
+from .store.base import (
+    CANCELLED,
+    COMPLETED,
+    TERMINAL,
+    NewRun,
+    ReadSide,
+    RunFilter,
+    RunRecord,
+    Store,
+)
 from .validation import (
     check_event_name,
     check_event_payload,
@@ -206,8 +215,8 @@ class App:
         return self._store
 
     @property
-    def store(self) -> Store:
-        """The open store (read side for tools and tests)."""
+    def store(self) -> ReadSide:
+        """The open store, typed as its read side: what tools (the CLI, the web UI) may use."""
         return self._store_or_raise()
 
     # -- starting runs ------------------------------------------------------------------------

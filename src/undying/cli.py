@@ -205,7 +205,8 @@ async def _cmd_gc(args: argparse.Namespace) -> int:
     from .retention import collect_garbage
 
     async with client(args) as app:
-        report = await collect_garbage(app.store, older_than_days=args.older_than_days)
+        # The whole store: gc needs the maintenance port, and App.store is the read side.
+        report = await collect_garbage(app._store_or_raise(), older_than_days=args.older_than_days)
     if args.json:
         out.print_json(
             {

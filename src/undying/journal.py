@@ -37,8 +37,9 @@ from .store.base import (
     ERROR,
     OK,
     Entry,
+    ReadSide,
+    RunJournal,
     RunRecord,
-    Store,
     retry_transient,
 )
 
@@ -63,7 +64,7 @@ class JournalCursor:
 
     __slots__ = ("_last_seq", "_run_id", "_store", "entries")
 
-    def __init__(self, store: Store, run_id: str, entries: list[Entry]) -> None:
+    def __init__(self, store: ReadSide, run_id: str, entries: list[Entry]) -> None:
         self._store = store
         self._run_id = run_id
         #: the entries replay has not consumed yet, by position
@@ -71,11 +72,11 @@ class JournalCursor:
         self._last_seq = entries[-1].seq if entries else -1
 
     @classmethod
-    async def load(cls, store: Store, run_id: str) -> JournalCursor:
+    async def load(cls, store: ReadSide, run_id: str) -> JournalCursor:
         return cls(store, run_id, await store.load_journal_meta(run_id))
 
     @classmethod
-    def empty(cls, store: Store, run_id: str) -> JournalCursor:
+    def empty(cls, store: ReadSide, run_id: str) -> JournalCursor:
         return cls(store, run_id, [])
 
     def replaying(self, seq: int) -> bool:
@@ -176,7 +177,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: Store,
+        store: RunJournal,
         host: RunHost,
         run: RunRecord,
         cursor: JournalCursor,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from .store.base import Entry, ReadSide, Store
+from .store.base import Blobs, Entry, ReadSide
 
 REF_MARK = 0x10
 _REF_PREFIX = bytes([REF_MARK])
@@ -30,7 +30,7 @@ def is_ref(payload: bytes | None) -> bool:
     return payload is not None and payload[:1] == _REF_PREFIX
 
 
-async def offload(store: Store, entries: Sequence[Entry]) -> None:
+async def offload(store: Blobs, entries: Sequence[Entry]) -> None:
     """Replace large payloads with chunk references, storing the chunks first.
 
     Chunks are content-addressed and written before the entry that refers to them, so a crash
@@ -62,7 +62,7 @@ async def resolve(store: ReadSide, payload: bytes) -> bytes:
     return await asyncio.to_thread(join, bytes(payload[1:]), load)
 
 
-async def referenced_blobs(store: Store, payloads: Sequence[bytes]) -> set[bytes]:
+async def referenced_blobs(store: ReadSide, payloads: Sequence[bytes]) -> set[bytes]:
     """Every blob hash the given references need (the mark phase of garbage collection)."""
     from .chunking import referenced
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgument
 from .payloads import referenced_blobs
-from .store.base import Store
+from .store.base import Maintenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class GcReport:
 
 
 async def collect_garbage(
-    store: Store, *, older_than_days: float | None = None, grace: float = 3600.0
+    store: Maintenance, *, older_than_days: float | None = None, grace: float = 3600.0
 ) -> GcReport:
     """Delete runs that ended more than ``older_than_days`` ago (if given), then every blob
     no remaining journal entry refers to."""

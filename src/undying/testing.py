@@ -135,7 +135,7 @@ async def replay_check(app: App, *, limit: int = 1000) -> list[ReplayProblem]:
 
     Nothing is written and no step runs: a call the journal does not hold is itself a
     divergence. Returns the runs that do not replay (empty list: safe to deploy)."""
-    store = app.store
+    store = app._store_or_raise()  # the whole store: a Recorder takes the run-journal port
     host = _ReplayHost(app)
     problems: list[ReplayProblem] = []
     for status in (COMPLETED, FAILED):

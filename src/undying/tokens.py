@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .store.base import SAVED, Store, UsageTotal
+from .store.base import SAVED, ReadSide, UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +78,7 @@ class TokenUsage:
         return cls(spent, failed, saved, by_model)
 
 
-async def load_token_usage(store: Store, run_id: str) -> TokenUsage:
-    try:
-        totals = await store.load_usage(run_id)
-    except NotImplementedError:
-        totals = []
-    return TokenUsage.from_totals(totals)
+async def load_token_usage(store: ReadSide, run_id: str) -> TokenUsage:
+    return TokenUsage.from_totals(await store.load_usage(run_id))
 
 

@@ -5,12 +5,16 @@ lock back so other workers keep treating it as alive."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from undying.store.base import NewRun
+from undying.store.pg_session import is_stale
 from undying.store.postgres import PostgresStore
 
 NOW = time.time()
@@ -88,5 +92,49 @@ def test_store_survives_losing_every_connection(pg_url: str, pg_cleaner: Any) ->
         finally:
             await a.close()
             await b.close()
+
+    asyncio.run(body())
+
+
+def test_a_statement_meeting_a_session_ended_too_recently_to_see_is_retried(
+    pg_url: str, pg_cleaner: Any
+) -> None:
+    """The race behind an intermittent AdminShutdown under load: the server process of a
+    pooled connection has been told to terminate but has not acted on it yet, so the
+    connection looks alive at checkout and the statement sent on it meets the FATAL.
+
+    Reproduced for real, not by timing: that server process is paused (SIGSTOP, for a few
+    milliseconds) while it is terminated and until the statement is on its way, then
+    continued; it acts on the termination before it can execute anything."""
+    pg_cleaner.clean()
+    admin: psycopg.Connection[tuple[object, ...]] = pg_cleaner.conn
+
+    async def body() -> None:
+        store = PostgresStore(pg_url, pool_size=1)  # one pooled connection: the one paused
+        await store.open("worker-a")
+        try:
+            conn = await store.pool.getconn()
+            pid = conn.info.backend_pid
+            await store.pool.putconn(conn)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                assert not is_stale(conn)  # the race: nothing to see at checkout yet
+                creating = asyncio.ensure_future(
+                    store.create_run(NewRun("r1", "wf", b""), owner=None, lease_expires=0, now=NOW)
+                )
+                deadline = time.monotonic() + 5
+                while conn.info.transaction_status != TransactionStatus.ACTIVE:  # sent
+                    assert time.monotonic() < deadline, "the statement was never sent"
+                    assert not creating.done(), creating
+                    await asyncio.sleep(0.001)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            created, record = await creating
+            assert created and record.run_id == "r1"
+            assert (await store.get_run("r1")) == record
+            assert conn.broken  # it was that connection, and it is gone
+        finally:
+            await store.close()
 
     asyncio.run(body())

@@ -289,6 +289,9 @@ class ReadOnly(ReadSide):
     async def wait_for_change(self, timeout: float) -> bool:
         return await self._store.wait_for_change(timeout)
 
+    async def load_usage(self, run_id: str) -> Any:
+        return await self._store.load_usage(run_id)
+
 
 def reading_through(db: str, wrapper: type[ReadOnly]) -> OpenBackend:
     """The UI's backend on ``db`` with its store seen through ``wrapper``."""

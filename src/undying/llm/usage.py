@@ -27,7 +27,7 @@ from ..tokens import ModelTokens, Tokens, TokenUsage, load_token_usage
 
 if TYPE_CHECKING:
     from ..context import Context
-    from ..store.base import Store
+    from ..store.base import RunJournal
 
 __all__ = ["ModelTokens", "TokenUsage", "Tokens", "load_token_usage", "usage_lines"]
 
@@ -54,17 +54,11 @@ def _tokens(t: Tokens) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------
-_warned_stores: set[str] = set()
 
 
-async def write_rows(store: Store, rows: list[UsageRow]) -> None:
+async def write_rows(store: RunJournal, rows: list[UsageRow]) -> None:
     try:
         await store.add_usage(rows)
-    except NotImplementedError:
-        name = type(store).__name__
-        if name not in _warned_stores:
-            _warned_stores.add(name)
-            log.warning("%s keeps no token usage; model calls are not accounted", name)
     except Exception as exc:  # accounting must never fail the call it accounts
         log.warning("could not record token usage of run %r: %s", rows[0].run_id, exc)
 
@@ -73,7 +67,7 @@ async def write_rows(store: Store, rows: list[UsageRow]) -> None:
 class CallSite:
     """Where a model call sits: enough to key its usage rows."""
 
-    store: Store
+    store: RunJournal
     run_id: str
     generation: int
     epoch: int

@@ -1,8 +1,10 @@
-"""The storage interface every backend implements, and the records it speaks in.
+"""The storage interfaces every backend implements, and the records they speak in.
 
-The runtime (context, runner, worker) only talks to a store through this interface, and the
-contract suite in ``tests/contract`` runs unchanged against every implementation. Payloads
-arrive already encoded: a store never interprets a value, it only keeps bytes safe.
+The interface is split by consumer into ports (``ReadSide``, ``RunJournal``, ``Blobs``,
+``Leases``, ``Control``, ``Maintenance``; see "the ports" below), and ``Store`` is all of them.
+The runtime only talks to a store through these ports, and the contract suite in
+``tests/contract`` runs unchanged against every implementation. Payloads arrive already
+encoded: a store never interprets a value, it only keeps bytes safe.
 
 Fencing is the store's job: every write made on behalf of a run carries the epoch the writer
 claimed it with, and a write whose epoch is no longer current raises ``LeaseLost`` and changes
@@ -318,11 +320,20 @@ async def retry_transient(op: Callable[[], Awaitable[T]], what: str) -> T:
     raise AssertionError("unreachable")
 
 
+# -- the ports ----------------------------------------------------------------------------------
+# One interface per kind of consumer, so each consumer's signature says how much of the store
+# it can reach: an operator tool typed ``ReadSide`` cannot write, the replay engine typed
+# ``RunJournal`` cannot claim or delete, the GC typed ``Maintenance`` cannot start runs. Every
+# backend implements them all, as ``Store``; each method is declared in exactly one port.
+
+
 class ReadSide(abc.ABC):
-    """What operator tools (the CLI's read commands, the web UI) may do with a store: read
-    runs, journals, payloads and events, and wait for changes. Nothing here writes, so a
-    tool typed against ``ReadSide`` cannot reach the write path by mistake; every ``Store``
-    is one."""
+    """What operator tools (the CLI's read commands, the web UI, ``App.store``) may do with a
+    store: read runs, journals, payloads and events, and wait for changes.
+
+    Nothing here writes, so a tool typed against ``ReadSide`` cannot reach the write path by
+    mistake. ``get_blobs`` is here, not in ``Blobs``, because whoever reads a payload may meet
+    a chunk reference and must be able to join it (``payloads.resolve``)."""
 
     url: str
 
@@ -351,48 +362,54 @@ class ReadSide(abc.ABC):
     async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]: ...
 
     @abc.abstractmethod
-    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]: ...
+    async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored blobs among ``hashes``; absent ones are left out."""
 
     @abc.abstractmethod
     async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
         """The events sent to the run, oldest first, at most ``limit`` of them (consumed or
         not, including those a finished child sends its parent)."""
 
-    # -- change notification -------------------------------------------------------------------
     @abc.abstractmethod
     async def wait_for_change(self, timeout: float) -> bool:
         """Return when another process may have changed something (or after ``timeout``)."""
 
+    @abc.abstractmethod
+    async def load_usage(self, run_id: str) -> list[UsageTotal]:
+        """The run's token usage (``undying.llm``) summed per (kind, outcome, provider,
+        model), all generations."""
 
-class Store(ReadSide):
-    """A durable home for runs, journals and events: the read side plus the writes the
-    runtime makes."""
+
+class Blobs(abc.ABC):
+    """Storing the content-addressed chunks of large payloads (``payloads.offload``).
+
+    A port of its own, rather than a method folded into ``RunJournal``, because storing
+    chunks is not a journal operation: it is unfenced (a chunk belongs to no run and may be
+    shared by many), idempotent (re-putting refreshes the chunk's ``written_at`` so GC spares
+    it), and always done *before* the fenced entry that refers to it. ``offload`` asks for
+    this and nothing else, so it cannot write an entry ahead of its chunks."""
 
     @abc.abstractmethod
-    async def open(self, worker_id: str) -> None:
-        """Connect, apply migrations, and register ``worker_id`` as alive."""
+    async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
+        """Store each blob under its hash (re-putting a stored one refreshes its time)."""
+
+
+class RunJournal(ReadSide, Blobs):
+    """What the replay engine needs to execute one run it holds: the run's journal and the
+    run's own fenced state changes.
+
+    Every write takes the epoch the run was claimed with and is refused (``LeaseLost``,
+    nothing changed) once the run changed hands. It extends ``ReadSide`` because replay reads
+    the journal it writes (metadata, deferred payloads, chunks, a child's record), and
+    ``Blobs`` because a large payload's chunks are stored before its entry."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def migrate(self) -> list[str]:
-        """Apply pending schema migrations (``undying migrate``); return the names applied."""
-
-    @abc.abstractmethod
-    async def resume_run(self, run_id: str, now: float) -> bool:
-        """Make a failed or cancelled run pending again; its journal is kept and replayed."""
-
-    # -- runs ---------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def create_run(
-        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
-    ) -> tuple[bool, RunRecord]:
-        """Insert the run unless its id exists. Returns (created, the run as stored).
-
-        With an owner, the run is created already claimed (status running, epoch 1), which
-        saves the round trip of claiming a run this process is about to execute anyway.
-        """
+    async def write_entries(
+        self, run_id: str, epoch: int, entries: Sequence[Entry], *, durable: bool = False
+    ) -> None:
+        """Append entries atomically (fenced). An entry may replace an open one (intent or
+        armed) at the same position; a completed entry is never rewritten.
+        ``durable`` forces an fsync of this commit whatever the store's durability setting."""
 
     @abc.abstractmethod
     async def finish_run(
@@ -426,17 +443,47 @@ class Store(ReadSide):
         """
 
     @abc.abstractmethod
-    async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
-        """Hand runs back (graceful shutdown): pending, no owner, claimable at once."""
-
-    @abc.abstractmethod
     async def set_status_value(self, run_id: str, epoch: int, value: bytes) -> None: ...
 
     @abc.abstractmethod
     async def continue_as_new(self, run_id: str, epoch: int, new_input: bytes, now: float) -> None:
         """Start the run's next generation: fresh input, empty journal, lineage kept."""
 
-    # -- claiming and leases ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def run_transaction(
+        self,
+        run_id: str,
+        epoch: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        make_entries: Callable[[Any], Sequence[Entry]],
+    ) -> Any:
+        """Run ``fn(connection, *args)`` and write ``make_entries(result)`` in the same
+        database transaction. Returns fn's result."""
+
+    @abc.abstractmethod
+    async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
+        """Consume the oldest unconsumed event ``name`` and journal it as ``entry`` (whose
+        payload is set to the event's) in one transaction. None if there is no such event."""
+
+    @abc.abstractmethod
+    async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
+        """Payload of the latest ``ctx.state`` write of ``key`` before ``before_seq``."""
+
+    @abc.abstractmethod
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Write token-usage rows: a ``spent`` row replaces the one with its key, a ``saved``
+        row adds its counts to it. Not fenced: tokens a zombie spent were spent."""
+
+
+class Leases(abc.ABC):
+    """The worker's side of ownership: claiming due runs, keeping their leases, handing them
+    back, and learning what to cancel or when to wake.
+
+    Kept apart from ``RunJournal`` because it is about *which* runs a worker holds, across
+    runs, while the journal is about one run it already holds; each claim bumps the epoch
+    that fences every ``RunJournal`` write."""
+
     @abc.abstractmethod
     async def claim(
         self,
@@ -462,6 +509,10 @@ class Store(ReadSide):
         too); return the ids among them whose cancellation was requested."""
 
     @abc.abstractmethod
+    async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
+        """Hand runs back (graceful shutdown): pending, no owner, claimable at once."""
+
+    @abc.abstractmethod
     async def cancel_requests(self, owner: str) -> list[str]:
         """Ids of this owner's running runs whose cancellation was requested."""
 
@@ -469,36 +520,59 @@ class Store(ReadSide):
     async def next_wake_at(self) -> float | None:
         """The earliest timer among waiting runs, so the scheduler sleeps exactly that long."""
 
-    # -- journal ------------------------------------------------------------------------------
+
+class Control(abc.ABC):
+    """The client API's writes (``App.start``, ``send_event``, ``cancel``, ``resume``,
+    ``fork``, and a worker starting child runs): requests about runs, made by whoever holds
+    no lease on them.
+
+    None of these is fenced, since the caller owns no epoch; each is safe against the run's
+    owner instead (an event is stored before it wakes anyone, a cancel only flags a running
+    run for its owner, a resume touches only ended runs)."""
+
     @abc.abstractmethod
-    async def write_entries(
-        self, run_id: str, epoch: int, entries: Sequence[Entry], *, durable: bool = False
-    ) -> None:
-        """Append entries atomically (fenced). An entry may replace an open one (intent or
-        armed) at the same position; a completed entry is never rewritten.
-        ``durable`` forces an fsync of this commit whatever the store's durability setting."""
+    async def create_run(
+        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
+    ) -> tuple[bool, RunRecord]:
+        """Insert the run unless its id exists. Returns (created, the run as stored).
+
+        With an owner, the run is created already claimed (status running, epoch 1), which
+        saves the round trip of claiming a run this process is about to execute anyway.
+        """
+
+    @abc.abstractmethod
+    async def send_event(
+        self, run_id: str, name: str, payload: bytes, key: str | None, now: float
+    ) -> bool:
+        """Store an event for a run; False if ``key`` was already delivered. Raises
+        ``RunNotFound``. Wakes the run if it is waiting for that name."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
+        """Mark the run and its descendants cancelled. Runs nobody executes end at once;
+        running ones are flagged for their owner. Returns the ids flagged while running."""
+
+    @abc.abstractmethod
+    async def resume_run(self, run_id: str, now: float) -> bool:
+        """Make a failed or cancelled run pending again; its journal is kept and replayed."""
 
     @abc.abstractmethod
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         """Copy the completed entries of ``src`` below ``before_seq`` to ``dst`` (fork)."""
 
-    @abc.abstractmethod
-    async def run_transaction(
-        self,
-        run_id: str,
-        epoch: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        make_entries: Callable[[Any], Sequence[Entry]],
-    ) -> Any:
-        """Run ``fn(connection, *args)`` and write ``make_entries(result)`` in the same
-        database transaction. Returns fn's result."""
+
+class Maintenance(ReadSide):
+    """What keeps the database's shape and size in order: ``undying migrate`` and garbage
+    collection (``retention.collect_garbage``, ``undying gc``).
+
+    It extends ``ReadSide`` because GC's mark phase walks chunk trees with ``get_blobs``.
+    Deleting is only ever done here, and only to what no live run can need: ended top-level
+    runs, and blobs unreferenced and not re-used since the mark."""
 
     @abc.abstractmethod
-    async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
-        """Payload of the latest ``ctx.state`` write of ``key`` before ``before_seq``."""
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations (``undying migrate``); return the names applied."""
 
-    # -- retention and garbage collection ----------------------------------------------------
     @abc.abstractmethod
     async def delete_finished_runs(self, older_than: float) -> int:
         """Delete ended top-level runs last updated before ``older_than`` (with their
@@ -516,36 +590,16 @@ class Store(ReadSide):
     async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
         """Delete these blobs unless one was re-used (re-written) since ``written_before``."""
 
-    # -- blobs (content-addressed chunks of large payloads) ----------------------------------
-    @abc.abstractmethod
-    async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None: ...
 
-    # -- events and cancellation --------------------------------------------------------------
-    @abc.abstractmethod
-    async def send_event(
-        self, run_id: str, name: str, payload: bytes, key: str | None, now: float
-    ) -> bool:
-        """Store an event for a run; False if ``key`` was already delivered. Raises
-        ``RunNotFound``. Wakes the run if it is waiting for that name."""
+class Store(RunJournal, Leases, Control, Maintenance):
+    """A durable home for runs, journals and events: every port, plus opening and closing.
+
+    Only the composition root (``App``) and the worker hold a whole ``Store``; everything
+    else is handed the port it uses."""
 
     @abc.abstractmethod
-    async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
-        """Consume the oldest unconsumed event ``name`` and journal it as ``entry`` (whose
-        payload is set to the event's) in one transaction. None if there is no such event."""
+    async def open(self, worker_id: str) -> None:
+        """Connect, apply migrations, and register ``worker_id`` as alive."""
 
     @abc.abstractmethod
-    async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
-        """Mark the run and its descendants cancelled. Runs nobody executes end at once;
-        running ones are flagged for their owner. Returns the ids flagged while running."""
-
-    # -- token usage (undying.llm) ---------------------------------------------------------------
-    # Not abstract, so a store written before model calls were accounted keeps working; the
-    # model adapters log (once) that this store keeps no usage and carry on.
-    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
-        """Write usage rows; a ``spent`` row replaces the one with its key, a ``saved`` row
-        adds its counts to it. Not fenced: tokens a zombie spent were spent."""
-        raise NotImplementedError(f"{type(self).__name__} does not record token usage")
-
-    async def load_usage(self, run_id: str) -> list[UsageTotal]:
-        """The run's usage rows summed per (kind, outcome, provider, model), all generations."""
-        raise NotImplementedError(f"{type(self).__name__} does not record token usage")
+    async def close(self) -> None: ...

@@ -645,8 +645,15 @@ class MemoryStore(Store):
             return
         for row in rows:
             table = self.db.usage.setdefault(row.run_id, {})
-            key = (row.generation, row.seq, row.epoch, row.attempt, row.kind, row.provider,
-                   row.model)
+            key = (
+                row.generation,
+                row.seq,
+                row.epoch,
+                row.attempt,
+                row.kind,
+                row.provider,
+                row.model,
+            )
             kept = table.get(key)
             if kept is not None and row.kind == SAVED:  # saved rows add up
                 row = dataclasses.replace(

@@ -26,10 +26,8 @@ notifications (SQLite's ``data_version`` ignores a connection's own commits the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -37,6 +35,16 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
+
+try:  # before pg_session, which needs psycopg too
+    import psycopg
+    from psycopg import AsyncCursor
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as _missing:  # pragma: no cover - depends on the installation
+    raise StoreError(
+        "PostgreSQL support needs psycopg 3: pip install 'undying[postgres]'"
+    ) from _missing
+
 from .base import (
     CANCELLED,
     PENDING,
@@ -57,24 +65,9 @@ from .base import (
     usage_params,
     wait_key,
 )
-from .pg_session import (
-    CONNECT_TIMEOUT,
-    KEEPALIVES,
-    RECONNECT_DELAYS,
-    SESSION_OPTIONS,
-    is_stale,
-    redact,
-)
+from .migrations import Ledger, migrate
+from .pg_session import Conn, Sessions, records, redact, retried_once
 from .sqlfiles import migrations, queries
-
-try:
-    import psycopg
-    from psycopg import AsyncConnection, AsyncCursor
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
-except ImportError as _missing:  # pragma: no cover - depends on the installation
-    raise StoreError(
-        "PostgreSQL support needs psycopg 3: pip install 'undying[postgres]'"
-    ) from _missing
 
 DURABILITY = ("normal", "full")
 #: payloads up to this size come with the journal metadata; larger ones load lazily
@@ -83,20 +76,21 @@ INLINE_PAYLOAD = 512
 DEAD_OWNER_TTL = 30.0
 #: SQLSTATE raised by the schema's undying_fence() when a fenced write was refused
 FENCE_SQLSTATE = "UD001"
-log = logging.getLogger("undying.store.postgres")
 
-Conn = AsyncConnection[Any]
 Cursor = AsyncCursor[Any]
 #: statements whose row counts decide whether a fenced write went through
 Checks = list[tuple[Cursor, int]]
-
-
-class _WorkerIdTaken(Exception):
-    """Another live session holds this worker id's lock."""
+RUN_ROWS = records(RunRecord)
+ENTRY_ROWS = records(Entry)
+EVENT_ROWS = records(EventRecord)
 
 
 class PostgresStore(Store):
-    """A store on one PostgreSQL database, shared by every worker."""
+    """A store on one PostgreSQL database, shared by every worker.
+
+    Every method that runs statements on the pool is ``retried_once``: a statement that
+    meets a session the server had already ended (a restart, ``pg_terminate_backend``) is
+    run again, once, on a fresh connection; its docstring says why that is safe."""
 
     def __init__(self, url: str, *, durability: str = "normal", pool_size: int = 10) -> None:
         if durability not in DURABILITY:
@@ -108,180 +102,35 @@ class PostgresStore(Store):
             raise InvalidArgument(f"pool_size must be a positive integer, not {pool_size!r}")
         self.url = url
         self.durability = durability
-        self._pool_size = pool_size
         self._q = queries("postgres")
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        self._lifeline: Conn | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
+        self.sessions = Sessions(url, pool_size, self._q)
         self._token = uuid.uuid4().hex
-        self._worker_id = ""
         self._dead: dict[str, float] = {}
-        self._closing = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self, worker_id: str) -> None:
-        self._worker_id = worker_id
-        self._closing = False
-        self._changed = asyncio.Event()
-        try:
-            # The lifeline first: a direct connection fails fast with the server's own
-            # message (the pool would retry until its timeout), and it runs the migrations.
-            try:
-                self._lifeline = await self._connect_lifeline()
-            except _WorkerIdTaken as exc:
-                raise StoreError(
-                    f"worker id {worker_id!r} is already held by a live session; "
-                    "each worker needs its own id"
-                ) from exc
-            await self._migrate(self._lifeline)
-            self._pool = AsyncConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=self._pool_size,
-                open=False,
-                kwargs={"autocommit": True, "options": SESSION_OPTIONS},
-                name="undying",
-            )
-            try:
-                await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-            except PoolTimeout as exc:
-                raise StoreError(
-                    f"cannot fill a connection pool for {redact(self.url)} within "
-                    f"{CONNECT_TIMEOUT:.0f} s"
-                ) from exc
-        except BaseException:
-            await self.close()
-            raise
-        self._listener = asyncio.ensure_future(self._listen())
+        await self.sessions.open(worker_id, self._token, self._migrate)
 
     async def close(self) -> None:
-        self._closing = True
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
-        if self._lifeline is not None:
-            # Free the lock now rather than when the server notices the socket closed, so a
-            # graceful shutdown is seen as dead by other workers at once.
-            with contextlib.suppress(Exception):
-                await self._lifeline.execute(self._q["unlock_worker"], (self._worker_id,))
-            with contextlib.suppress(Exception):
-                await self._lifeline.close()
-            self._lifeline = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self.sessions.close()
 
     async def migrate(self) -> list[str]:
-        conn = await self._connect()
+        conn = await self.sessions.connect()
         try:
             return await self._migrate(conn)
         finally:
             await conn.close()
 
-    async def _connect(self, **extra: Any) -> Conn:
-        try:
-            return await AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT), **extra
-            )
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from exc
-
     async def _migrate(self, conn: Conn) -> list[str]:
-        """Apply every pending migration in one transaction, under a lock that makes workers
-        starting together against an empty database wait for one another instead of racing."""
-        done: list[str] = []
-        async with conn.transaction():
-            await conn.execute(self._q["lock_migrations"])
-            await conn.execute(self._q["create_migrations_table"])
-            cur = await conn.execute(self._q["applied_migrations"])
-            applied = {row[0] for row in await cur.fetchall()}
-            known = migrations("postgres")
-            newest = max((v for v, _, _ in known), default=0)
-            if applied and max(applied) > newest:
-                raise StoreError(
-                    f"{redact(self.url)} has schema version {max(applied)}, newer than this "
-                    f"undying knows ({newest}); upgrade undying"
-                )
-            for version, name, sql in known:
-                if version not in applied:
-                    await conn.execute(sql)
-                    await conn.execute(self._q["record_migration"], (version, name, time.time()))
-                    done.append(name)
-        return done
-
-    async def _connect_lifeline(self) -> Conn:
-        conn = await self._connect(**KEEPALIVES)
-        try:
-            cur = await conn.execute(self._q["lock_worker"], (self._worker_id,))
-            row = await cur.fetchone()
-            if row is None or not row[0]:
-                raise _WorkerIdTaken(f"worker id {self._worker_id!r} is locked by another session")
-            await conn.execute(self._q["listen"])
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
-    async def _listen(self) -> None:
-        """Forward other stores' notifications to ``wait_for_change``, and keep the lifeline
-        up: if it breaks, reconnect with backoff and take the worker lock again. Every break
-        counts as a change, since notifications may have been missed meanwhile."""
-        failures = 0
-        while not self._closing:
-            try:
-                if self._lifeline is None:
-                    self._lifeline = await self._connect_lifeline()
-                    log.info("lifeline to %s re-established", redact(self.url))
-                    self._changed.set()
-                failures = 0
-                async with contextlib.aclosing(self._lifeline.notifies()) as notes:
-                    async for note in notes:
-                        if note.payload != self._token:
-                            self._changed.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._changed.set()
-                if self._lifeline is not None:
-                    with contextlib.suppress(Exception):
-                        await self._lifeline.close()
-                    self._lifeline = None
-                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
-                failures += 1
-                log.warning("lifeline to PostgreSQL lost (%s); reconnecting in %.2f s", exc, delay)
-                await asyncio.sleep(delay)
+        return await migrate(_PostgresLedger(conn, self.url, self._q), migrations("postgres"))
 
     @property
     def pool(self) -> AsyncConnectionPool[Conn]:
-        if self._pool is None:
-            raise StoreError("the store is not open: use `async with app:` first")
-        return self._pool
+        """The pool statements run on (tests take a connection of it to see its session)."""
+        return self.sessions.pool
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        """A pooled connection the server has not ended.
-
-        After a PostgreSQL restart every pooled connection is dead. A ping on each checkout
-        would cost a round trip per write, and the pool's own ``check`` sleeps (backoff)
-        after each failure; instead a dead connection is spotted for free (``_stale``),
-        closed, and handed back, which makes the pool open a replacement, and the next one
-        is taken at once.
-        """
-        pool = self.pool
-        conn = await pool.getconn()
-        for _ in range(self._pool_size):
-            if not is_stale(conn):
-                break
-            with contextlib.suppress(Exception):
-                await conn.close()
-            await pool.putconn(conn)
-            conn = await pool.getconn()
-        try:
-            yield conn
-        finally:
-            await pool.putconn(conn)
+    def _conn(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        return self.sessions.conn()
 
     async def _verify(self, conn: Conn, run_id: str, epoch: int, checks: Checks) -> None:
         """Raise ``LeaseLost`` (rolling the transaction back) if a fenced write missed."""
@@ -329,6 +178,7 @@ class PostgresStore(Store):
         return fence_error(run_id, epoch, None if row is None else int(row[0]))
 
     # -- runs -----------------------------------------------------------------------------------
+    @retried_once
     async def create_run(
         self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
     ) -> tuple[bool, RunRecord]:
@@ -349,43 +199,48 @@ class PostgresStore(Store):
             "token": self._token,
         }
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["insert_run"], params, prepare=True)
-            row = await cur.fetchone()
-            if row is not None:
-                return True, RunRecord(*row[:-1])  # the last column is the notification
-            cur = await conn.execute(self._q["get_run"], (run.run_id,), prepare=True)
-            row = await cur.fetchone()
-        assert row is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
-        return False, RunRecord(*row)
+            cur = conn.cursor(row_factory=RUN_ROWS)
+            await cur.execute(self._q["insert_run"], params, prepare=True)
+            created = await cur.fetchone()
+            if created is not None:
+                return True, created
+            await cur.execute(self._q["get_run"], (run.run_id,), prepare=True)
+            existing = await cur.fetchone()
+        assert existing is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
+        return False, existing
 
+    @retried_once
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["get_run"], (run_id,), prepare=True)
-            row = await cur.fetchone()
-        return RunRecord(*row) if row else None
+            cur = conn.cursor(row_factory=RUN_ROWS)
+            await cur.execute(self._q["get_run"], (run_id,), prepare=True)
+            return await cur.fetchone()
 
+    @retried_once
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["list_runs"], asdict(flt))
-            return [RunRecord(*row) for row in await cur.fetchall()]
+            cur = conn.cursor(row_factory=RUN_ROWS)
+            await cur.execute(self._q["list_runs"], asdict(flt))
+            return await cur.fetchall()
 
+    @retried_once
     async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["count_runs_by_status"], asdict(flt))
             return {status: int(count) for status, count in await cur.fetchall()}
 
+    @retried_once
     async def list_workflows(self) -> list[str]:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["list_workflows"])
             return [str(name) for (name,) in await cur.fetchall()]
 
+    @retried_once
     async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["list_events"], (run_id, limit))
-            return [
-                EventRecord(name, key, bytes(payload), created_at, consumed_seq)
-                for name, key, payload, created_at, consumed_seq in await cur.fetchall()
-            ]
+            cur = conn.cursor(row_factory=EVENT_ROWS)
+            await cur.execute(self._q["list_events"], (run_id, limit))
+            return await cur.fetchall()
 
     async def _append(
         self, conn: Conn, run_id: str, epoch: int, entries: Sequence[Entry]
@@ -404,6 +259,7 @@ class PostgresStore(Store):
         await conn.execute(self._q["insert_child_event"], params, prepare=True)
         await conn.execute(self._q["wake_parent"], params, prepare=True)
 
+    @retried_once
     async def finish_run(
         self,
         run_id: str,
@@ -427,6 +283,7 @@ class PostgresStore(Store):
         }
         await self._fenced(self._q["finish_run"], params, run_id, epoch, pending)
 
+    @retried_once
     async def suspend_run(
         self,
         run_id: str,
@@ -447,6 +304,7 @@ class PostgresStore(Store):
         }
         await self._fenced(self._q["suspend_run"], params, run_id, epoch, pending)
 
+    @retried_once
     async def release_runs(self, owner: str, run_ids: Iterable[str], now: float) -> None:
         ids = list(run_ids)
         if not ids:
@@ -455,12 +313,14 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute(self._q["release_runs"], params)
 
+    @retried_once
     async def resume_run(self, run_id: str, now: float) -> bool:
         params = {"now": now, "run_id": run_id, "token": self._token}
         async with self._conn() as conn:
             cur = await conn.execute(self._q["resume_run"], params)
             return cur.rowcount == 1
 
+    @retried_once
     async def set_status_value(self, run_id: str, epoch: int, value: bytes) -> None:
         async with self._conn() as conn:
             cur = await conn.execute(
@@ -469,6 +329,7 @@ class PostgresStore(Store):
             if cur.rowcount != 1:
                 raise await self._fence_failed(conn, run_id, epoch)
 
+    @retried_once
     async def continue_as_new(self, run_id: str, epoch: int, new_input: bytes, now: float) -> None:
         params = {"now": now, "run_id": run_id, "epoch": epoch, "input": new_input}
         async with self._conn() as conn:
@@ -492,6 +353,7 @@ class PostgresStore(Store):
             self._dead[owner] = clock
         return list(self._dead)
 
+    @retried_once
     async def claim(
         self,
         owner: str,
@@ -520,33 +382,30 @@ class PostgresStore(Store):
                 # across workers, and the limits hold globally.
                 await conn.execute(self._q["lock_queues"], (shared,))
             dead = await self._dead_owners(conn, owner)
-            cur = await conn.execute(
+            runs = conn.cursor(row_factory=RUN_ROWS)
+            await runs.execute(
                 self._q["take_over"], {**base, "dead": dead, "limit": limit}, prepare=True
             )
-            rows = await cur.fetchall()
-            claims += [Claim(RunRecord(*r), takeover=True) for r in rows]
-            limit -= len(rows)
+            taken = await runs.fetchall()
+            claims += [Claim(r, takeover=True) for r in taken]
+            limit -= len(taken)
             for name, limits in queues.items():
                 allowed = min(
                     limit, await self._queue_room(conn, limits, running_per_queue.get(name, 0), now)
                 )
                 if allowed <= 0:
                     continue
-                cur = await conn.execute(
+                await runs.execute(
                     self._q["claim_queue"], {**base, "queue": name, "limit": allowed}, prepare=True
                 )
-                rows = await cur.fetchall()
-                if limits.rate_limit and rows:
-                    await conn.execute(self._q["record_queue_starts"], (name, now, len(rows)))
-                claims += [Claim(RunRecord(*r)) for r in rows]
-                limit -= len(rows)
+                taken = await runs.fetchall()
+                if limits.rate_limit and taken:
+                    await conn.execute(self._q["record_queue_starts"], (name, now, len(taken)))
+                claims += [Claim(r) for r in taken]
+                limit -= len(taken)
             if limit > 0:
-                cur = await conn.execute(
-                    self._q["claim_due"],
-                    {**base, "limit": limit},
-                    prepare=True,
-                )
-                claims += [Claim(RunRecord(*r)) for r in await cur.fetchall()]
+                await runs.execute(self._q["claim_due"], {**base, "limit": limit}, prepare=True)
+                claims += [Claim(r) for r in await runs.fetchall()]
         return claims
 
     async def _queue_room(self, conn: Conn, limits: QueueLimits, mine: int, now: float) -> int:
@@ -565,6 +424,7 @@ class PostgresStore(Store):
             room = min(room, count - (row[0] if row else 0))
         return room
 
+    @retried_once
     async def heartbeat(
         self, owner: str, lease_expires: float, run_ids: Sequence[str]
     ) -> list[str]:
@@ -574,11 +434,13 @@ class PostgresStore(Store):
             )
             return [row[0] for row in await cur.fetchall()]
 
+    @retried_once
     async def cancel_requests(self, owner: str) -> list[str]:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["cancelled_owned"], (owner,), prepare=True)
             return [row[0] for row in await cur.fetchall()]
 
+    @retried_once
     async def next_wake_at(self) -> float | None:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["next_wake_at"], prepare=True)
@@ -586,6 +448,7 @@ class PostgresStore(Store):
         return row[0] if row else None
 
     # -- journal ---------------------------------------------------------------------------------
+    @retried_once
     async def write_entries(
         self, run_id: str, epoch: int, entries: Sequence[Entry], *, durable: bool = False
     ) -> None:
@@ -601,13 +464,15 @@ class PostgresStore(Store):
         params = {"run_id": run_id, "epoch": epoch}
         await self._fenced(self._q["append_entries"], params, run_id, epoch, entries)
 
+    @retried_once
     async def load_journal_meta(self, run_id: str) -> list[Entry]:
         params = {"inline": INLINE_PAYLOAD, "run_id": run_id}
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["load_journal_meta"], params, prepare=True)
-            rows = await cur.fetchall()
-        return [_entry(row) for row in rows]
+            cur = conn.cursor(row_factory=ENTRY_ROWS)
+            await cur.execute(self._q["load_journal_meta"], params, prepare=True)
+            return await cur.fetchall()
 
+    @retried_once
     async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
         if not seqs:
             return {}
@@ -616,6 +481,7 @@ class PostgresStore(Store):
             rows = await cur.fetchall()
         return {seq: payload for seq, payload in rows if payload is not None}
 
+    @retried_once
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["copy_journal"], (dst_run_id, src_run_id, before_seq))
@@ -650,6 +516,7 @@ class PostgresStore(Store):
             await self._verify(conn, run_id, epoch, checks)
         return result
 
+    @retried_once
     async def load_state(self, run_id: str, key: str, before_seq: int) -> bytes | None:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["load_state"], (run_id, key, before_seq), prepare=True)
@@ -657,21 +524,25 @@ class PostgresStore(Store):
         return None if row is None or row[0] is None else bytes(row[0])
 
     # -- retention and garbage collection -------------------------------------------------
+    @retried_once
     async def delete_finished_runs(self, older_than: float) -> int:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["delete_finished_runs"], (older_than,))
             return cur.rowcount
 
+    @retried_once
     async def ref_payloads(self) -> list[bytes]:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["ref_payloads"])
             return [bytes(row[0]) for row in await cur.fetchall()]
 
+    @retried_once
     async def blob_hashes(self, written_before: float) -> list[bytes]:
         async with self._conn() as conn:
             cur = await conn.execute(self._q["blob_hashes"], (written_before,))
             return [bytes(row[0]) for row in await cur.fetchall()]
 
+    @retried_once
     async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
         if not hashes:
             return
@@ -679,17 +550,20 @@ class PostgresStore(Store):
             await conn.execute(self._q["delete_blobs"], (list(hashes), written_before))
 
     # -- blobs -----------------------------------------------------------------------------------
+    @retried_once
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
         if not rows:
             return
         async with self._conn() as conn, conn.cursor() as cur:
             await cur.executemany(self._q["put_usage"], [usage_params(r) for r in rows])
 
+    @retried_once
     async def load_usage(self, run_id: str) -> list[UsageTotal]:
-        async with self._conn() as conn:
-            cur = await conn.execute(self._q["load_usage"], (run_id,))
-            return [UsageTotal(*row) for row in await cur.fetchall()]
+        async with self._conn() as conn, conn.cursor(row_factory=records(UsageTotal)) as cur:
+            await cur.execute(self._q["load_usage"], (run_id,))
+            return await cur.fetchall()
 
+    @retried_once
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
         """Re-putting a stored blob refreshes its ``written_at``, so GC spares it."""
         if not blobs:
@@ -698,6 +572,7 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute(self._q["put_blobs"], params)
 
+    @retried_once
     async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
         if not hashes:
             return {}
@@ -706,6 +581,7 @@ class PostgresStore(Store):
             return {bytes(h): bytes(d) for h, d in await cur.fetchall()}
 
     # -- events and cancellation ---------------------------------------------------------------
+    @retried_once
     async def send_event(
         self, run_id: str, name: str, payload: bytes, key: str | None, now: float
     ) -> bool:
@@ -724,6 +600,7 @@ class PostgresStore(Store):
             raise RunNotFound(f"no run with id {run_id!r}")
         return bool(row[1])
 
+    @retried_once
     async def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> bytes | None:
         params = {
             "run_id": run_id,
@@ -745,6 +622,7 @@ class PostgresStore(Store):
         entry.payload = payload
         return payload
 
+    @retried_once
     async def request_cancel(self, run_id: str, error: bytes, now: float) -> list[str]:
         flagged: list[str] = []
         async with self._conn() as conn, conn.transaction():
@@ -772,22 +650,37 @@ class PostgresStore(Store):
         """Wait for a notification from another store (or a lifeline reconnect, after which
         anything may have changed). Never raises for a broken connection: the listener
         reconnects in the background and reports it as a change, so callers re-check."""
-        if self._listener is None:
-            raise StoreError("the store is not open: use `async with app:` first")
-        if not self._changed.is_set():
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                return False
-        self._changed.clear()
+        return await self.sessions.wait_for_change(timeout)
+
+
+class _PostgresLedger(Ledger):
+    """The PostgreSQL part of ``migrations.migrate``: every pending migration in one
+    transaction (DDL is transactional here), under an advisory lock that makes workers
+    starting together against an empty database wait for one another instead of racing."""
+
+    def __init__(self, conn: Conn, url: str, q: Mapping[str, str]) -> None:
+        self.conn, self.q = conn, q
+        self.where = redact(url)
+        self.remedy = (
+            "restore the database from a backup, or correct the table by hand (each row "
+            "is the version and file name of one migration in undying/store/sql/postgres)"
+        )
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[None]:
+        async with self.conn.transaction():
+            await self.conn.execute(self.q["lock_migrations"])
+            yield
+
+    async def applied(self) -> list[tuple[Any, Any]]:
+        await self.conn.execute(self.q["create_migrations_table"])
+        cur = await self.conn.execute(self.q["applied_migrations"])
+        return await cur.fetchall()
+
+    async def apply(self, version: int, name: str, sql: str) -> bool:
+        await self.conn.execute(sql)  # inside the transaction ``locked`` holds
+        await self.conn.execute(self.q["record_migration"], (version, name, time.time()))
         return True
-
-
-def _entry(row: Sequence[Any]) -> Entry:
-    seq, kind, name, status, payload, digest, attempt, started_at, finished_at, deferred = row
-    return Entry(
-        seq, kind, name, status, payload, digest, attempt, started_at, finished_at, bool(deferred)
-    )
 
 
 def _entry_arrays(entries: Sequence[Entry]) -> dict[str, Any]:

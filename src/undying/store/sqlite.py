@@ -20,10 +20,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
 from .base import (
@@ -45,8 +45,10 @@ from .base import (
     usage_params,
     wait_key,
 )
+from .migrations import Ledger, migrate
+from .rows import record_maker
 from .sqlfiles import migrations, queries
-from .sqlite_file import check_ledger, check_writable, open_error
+from .sqlite_file import RECOVER, check_writable, open_error
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: how long one statement waits for another process's write lock before it fails (and the
@@ -57,32 +59,20 @@ BUSY_TIMEOUT = 10.0
 _CHANGE_POLL = 0.01
 #: payloads up to this size come with the journal metadata; larger ones load lazily
 INLINE_PAYLOAD = 512
+#: SQLite gained unhex() in 3.41; queries.sql uses it, so older libraries get it from Python
+_HAS_UNHEX = sqlite3.sqlite_version_info >= (3, 41)
+R = TypeVar("R")
 
 
-def _record(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=row[0],
-        workflow=row[1],
-        status=row[2],
-        input=row[3],
-        epoch=row[4],
-        owner=row[5],
-        output=row[6],
-        error=row[7],
-        lease_expires=row[8],
-        wake_at=row[9],
-        cancel_requested=bool(row[10]),
-        parent_id=row[11],
-        queue=row[12],
-        priority=row[13],
-        deadline=row[14],
-        status_value=row[15],
-        generation=row[16],
-        created_at=row[17],
-        updated_at=row[18],
-        stalled_takeovers=row[19],
-        progress_mark=row[20],
-    )
+def _records(cur: sqlite3.Cursor, cls: type[R]) -> Iterator[R]:
+    """The rows of ``cur`` as ``cls`` records, mapped by column name (see ``rows``)."""
+    make = record_maker(cls, tuple(d[0] for d in cur.description), True)
+    return map(make, cur)
+
+
+def _hex_list(values: Iterable[bytes]) -> str:
+    """Byte strings as the JSON array of hex strings queries.sql reads with json_each."""
+    return json.dumps([v.hex() for v in values])
 
 
 class SQLiteStore(Store):
@@ -112,7 +102,7 @@ class SQLiteStore(Store):
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self, worker_id: str) -> None:
-        self.connect()
+        await self.connect()
         try:
             self._lock_dir.mkdir(exist_ok=True)
             fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
@@ -131,7 +121,7 @@ class SQLiteStore(Store):
         self._lock_fd = fd
         self._worker_id = worker_id
 
-    def connect(self) -> sqlite3.Connection:
+    async def connect(self) -> sqlite3.Connection:
         """Open the connection and bring the schema up to date (also used by ``migrate``).
 
         A file undying cannot use (missing directory, read-only file or directory, not a
@@ -154,8 +144,10 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA synchronous={self._sync}")
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             db.execute("PRAGMA foreign_keys=OFF")
+            if not _HAS_UNHEX:
+                db.create_function("unhex", 1, bytes.fromhex, deterministic=True)
             self._db = db
-            self._applied = self._migrate()
+            self._applied = await migrate(_SQLiteLedger(self), migrations("sqlite"))
             self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
         except BaseException as exc:
             self._db = None
@@ -167,50 +159,10 @@ class SQLiteStore(Store):
 
     async def migrate(self) -> list[str]:
         self._applied = []
-        self.connect()
+        await self.connect()
         applied = self._applied
         await self.close()
         return applied
-
-    def _migrate(self) -> list[str]:
-        """Apply every migration not yet applied, each in its own transaction."""
-        db = self._db
-        assert db is not None
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS undying_migrations ("
-            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        known = migrations("sqlite")
-        applied = check_ledger(
-            self.path,
-            db.execute("SELECT version, name FROM undying_migrations"),
-            {v for v, _, _ in known},
-        )
-        done: list[str] = []
-        for version, name, sql in known:
-            if version in applied:
-                continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if (
-                    db.execute(
-                        "SELECT 1 FROM undying_migrations WHERE version = ?", (version,)
-                    ).fetchone()
-                    is None
-                ):
-                    for statement in _statements(sql):
-                        db.execute(statement)
-                    db.execute(
-                        "INSERT INTO undying_migrations VALUES (?, ?, ?)",
-                        (version, name, time.time()),
-                    )
-                    done.append(name)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLite itself rolls back on some errors (a full disk)
-                    db.execute("ROLLBACK")
-                raise
-        return done
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -298,12 +250,10 @@ class SQLiteStore(Store):
         return False, existing
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = self.db.execute(self._q["get_run"], (run_id,)).fetchone()
-        return _record(row) if row else None
+        return next(_records(self.db.execute(self._q["get_run"], (run_id,)), RunRecord), None)
 
     async def list_runs(self, flt: RunFilter) -> list[RunRecord]:
-        rows = self.db.execute(self._q["list_runs"], asdict(flt))
-        return [_record(r) for r in rows]
+        return list(_records(self.db.execute(self._q["list_runs"], asdict(flt)), RunRecord))
 
     async def count_runs_by_status(self, flt: RunFilter) -> dict[str, int]:
         rows = self.db.execute(self._q["count_runs_by_status"], asdict(flt))
@@ -313,8 +263,7 @@ class SQLiteStore(Store):
         return [name for (name,) in self.db.execute(self._q["list_workflows"])]
 
     async def list_events(self, run_id: str, limit: int = 1000) -> list[EventRecord]:
-        rows = self.db.execute(self._q["list_events"], (run_id, limit))
-        return [EventRecord(*row) for row in rows]
+        return list(_records(self.db.execute(self._q["list_events"], (run_id, limit)), EventRecord))
 
     def _write_pending(
         self, db: sqlite3.Connection, run_id: str, epoch: int, pending: Sequence[Entry]
@@ -408,30 +357,28 @@ class SQLiteStore(Store):
         claims: list[Claim] = []
         with self._tx() as db:
             dead = self._dead_owners(owner)
-            rows = db.execute(
-                self._q["take_over"],
-                (owner, lease_expires, now, now, json.dumps(dead), limit),
-            ).fetchall()
-            claims += [Claim(_record(r), takeover=True) for r in rows]
-            limit -= len(rows)
+            cur = db.execute(
+                self._q["take_over"], (owner, lease_expires, now, now, json.dumps(dead), limit)
+            )
+            runs = list(_records(cur, RunRecord))
+            claims += [Claim(r, takeover=True) for r in runs]
+            limit -= len(runs)
             for name, limits in queues.items():
                 allowed = self._queue_room(db, limits, running_per_queue.get(name, 0), now)
                 allowed = min(allowed, limit)
                 if allowed <= 0:
                     continue
-                rows = db.execute(
+                cur = db.execute(
                     self._q["claim_queue"], (owner, lease_expires, now, name, now, allowed)
-                ).fetchall()
+                )
+                runs = list(_records(cur, RunRecord))
                 if limits.rate_limit:
-                    db.executemany(self._q["record_queue_start"], [(name, now)] * len(rows))
-                claims += [Claim(_record(r)) for r in rows]
-                limit -= len(rows)
+                    db.executemany(self._q["record_queue_start"], [(name, now)] * len(runs))
+                claims += [Claim(r) for r in runs]
+                limit -= len(runs)
             if limit > 0:
-                rows = db.execute(
-                    self._q["claim_due"],
-                    (owner, lease_expires, now, now, limit),
-                ).fetchall()
-                claims += [Claim(_record(r)) for r in rows]
+                cur = db.execute(self._q["claim_due"], (owner, lease_expires, now, now, limit))
+                claims += [Claim(r) for r in _records(cur, RunRecord)]
         return claims
 
     def _queue_room(
@@ -482,10 +429,8 @@ class SQLiteStore(Store):
             self._write_pending(db, run_id, epoch, entries)
 
     async def load_journal_meta(self, run_id: str) -> list[Entry]:
-        rows = self.db.execute(self._q["load_journal_meta"], (INLINE_PAYLOAD, run_id)).fetchall()
-        return [
-            Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9])) for r in rows
-        ]
+        cur = self.db.execute(self._q["load_journal_meta"], (INLINE_PAYLOAD, run_id))
+        return list(_records(cur, Entry))
 
     async def load_payloads(self, run_id: str, seqs: Sequence[int]) -> dict[int, bytes]:
         if not seqs:
@@ -526,15 +471,14 @@ class SQLiteStore(Store):
 
     # -- retention and garbage collection -------------------------------------------------
     async def delete_finished_runs(self, older_than: float) -> int:
-        deleted = 0
         with self._tx() as db:
-            for (run_id,) in db.execute(self._q["old_runs"], (older_than,)).fetchall():
-                tree = [r[0] for r in db.execute(self._q["run_tree"], (run_id,))]
-                for rid in tree:
-                    for table in ("journal", "events", "lineage", "usage", "runs"):
-                        db.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
-                deleted += len(tree)
-        return deleted
+            rows = db.execute(self._q["finished_run_trees"], (older_than,)).fetchall()
+            if not rows:
+                return 0
+            ids = json.dumps([run_id for (run_id,) in rows])
+            for below in ("delete_journals", "delete_events", "delete_lineage", "delete_usage"):
+                db.execute(self._q[below], (ids,))
+            return int(db.execute(self._q["delete_runs"], (ids,)).rowcount)
 
     async def ref_payloads(self) -> list[bytes]:
         return [bytes(r[0]) for r in self.db.execute(self._q["ref_payloads"])]
@@ -544,11 +488,8 @@ class SQLiteStore(Store):
         return [bytes(r[0]) for r in rows]
 
     async def delete_blobs(self, hashes: Sequence[bytes], written_before: float) -> None:
-        with self._tx() as db:
-            db.executemany(
-                "DELETE FROM blobs WHERE hash = ? AND written_at < ?",
-                [(h, written_before) for h in hashes],
-            )
+        if hashes:
+            self.db.execute(self._q["delete_blobs"], (_hex_list(hashes), written_before))
 
     # -- token usage -------------------------------------------------------------------------------
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
@@ -557,7 +498,7 @@ class SQLiteStore(Store):
                 db.executemany(self._q["put_usage"], [usage_params(r) for r in rows])
 
     async def load_usage(self, run_id: str) -> list[UsageTotal]:
-        return [UsageTotal(*row) for row in self.db.execute(self._q["load_usage"], (run_id,))]
+        return list(_records(self.db.execute(self._q["load_usage"], (run_id,)), UsageTotal))
 
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:
@@ -567,13 +508,9 @@ class SQLiteStore(Store):
                 db.executemany(self._q["put_blob"], [(h, d, now) for h, d in blobs.items()])
 
     async def get_blobs(self, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
-        out: dict[bytes, bytes] = {}
-        db = self.db
-        for start in range(0, len(hashes), 500):
-            batch = list(hashes[start : start + 500])
-            marks = ",".join("?" * len(batch))
-            out.update(db.execute(f"SELECT hash, data FROM blobs WHERE hash IN ({marks})", batch))
-        return out
+        if not hashes:
+            return {}
+        return dict(self.db.execute(self._q["get_blobs"], (_hex_list(hashes),)))
 
     # -- events and cancellation ---------------------------------------------------------------
     async def send_event(
@@ -644,6 +581,35 @@ def _owner_alive(lock_path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+class _SQLiteLedger(Ledger):
+    """The SQLite part of ``migrations.migrate``: no lock around the whole, since each
+    migration takes the file's write lock (``BEGIN IMMEDIATE``) for itself and re-checks
+    there that no other process applied it meanwhile."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.where = repr(store.path)
+        self.remedy = RECOVER.format(path=store.path)
+
+    def locked(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    async def applied(self) -> list[tuple[Any, Any]]:
+        db, q = self.store.db, self.store._q
+        db.execute(q["create_migrations_table"])
+        return db.execute(q["applied_migrations"]).fetchall()
+
+    async def apply(self, version: int, name: str, sql: str) -> bool:
+        q = self.store._q
+        with self.store._tx() as db:
+            if db.execute(q["migration_applied"], (version,)).fetchone() is not None:
+                return False
+            for statement in _statements(sql):
+                db.execute(statement)
+            db.execute(q["record_migration"], (version, name, time.time()))
+        return True
 
 
 def _statements(sql: str) -> list[str]:

@@ -2,8 +2,7 @@
 
 SQLite reports an unusable file in its own terms ("unable to open database file", "attempt to
 write a readonly database"), often only at the first write, and sometimes not at all: opened
-read-only, a file reads fine and fails later, and a damaged page of the migration ledger can
-read back as a schema version from the future. undying checks up front what it needs (a
+read-only, a file reads fine and fails later. undying checks up front what it needs (a
 writable file in a writable directory: SQLite's WAL and undying's lock files live next to the
 database) and turns each failure into one ``StoreError`` line that names the file, what is
 wrong and what to do.
@@ -12,15 +11,12 @@ wrong and what to do.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
-from collections.abc import Iterable
-from typing import Any
 
 from ..errors import StoreError
 
-_MIGRATION_FILE = re.compile(r"^(\d+)_\w+\.sql$")
-_RECOVER = "restore it from a backup (`sqlite3 {path} .recover` can often salvage its rows)"
+#: what to do about a damaged file (its page, or its migration ledger: see ``migrations``)
+RECOVER = "restore it from a backup (`sqlite3 {path} .recover` can often salvage its rows)"
 
 
 def read_only(path: str, what: str = "") -> StoreError:
@@ -58,7 +54,7 @@ def open_error(path: str, exc: sqlite3.Error | OSError, busy_timeout: float) -> 
             "database, or move this file out of the way and let undying create a new one"
         )
     if name.startswith("SQLITE_CORRUPT"):
-        return StoreError(f"{path!r} is damaged ({exc}): " + _RECOVER.format(path=path))
+        return StoreError(f"{path!r} is damaged ({exc}): " + RECOVER.format(path=path))
     if name.startswith(("SQLITE_READONLY", "SQLITE_PERM")) or isinstance(exc, PermissionError):
         return read_only(path)
     if name.startswith("SQLITE_FULL"):
@@ -70,35 +66,3 @@ def open_error(path: str, exc: sqlite3.Error | OSError, busy_timeout: float) -> 
         )
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return StoreError(f"cannot use SQLite database {path!r}: {detail}")
-
-
-def check_ledger(path: str, rows: Iterable[tuple[Any, Any]], known: set[int]) -> set[int]:
-    """The applied migration versions, once the ledger (``undying_migrations``) is checked.
-
-    Every row undying writes is (N, "NNN_name.sql"), and migrations are applied in order, so
-    a row whose version disagrees with its file name, or a gap below the highest version,
-    is damage, not a newer schema (a damaged page once read back as version 99)."""
-    applied: set[int] = set()
-    for version, name in rows:
-        match = _MIGRATION_FILE.match(name) if isinstance(name, str) else None
-        if not isinstance(version, int) or match is None or int(match.group(1)) != version:
-            raise StoreError(
-                f"{path!r} is damaged: its schema ledger (table undying_migrations) holds the "
-                f"row ({version!r}, {name!r}), which undying never writes; "
-                + _RECOVER.format(path=path)
-            )
-        applied.add(version)
-    highest = max(applied, default=0)
-    missing = sorted(v for v in known if v < highest and v not in applied)
-    if missing:
-        raise StoreError(
-            f"{path!r} is damaged: its schema ledger (table undying_migrations) lacks "
-            f"migration(s) {missing} below version {highest}; " + _RECOVER.format(path=path)
-        )
-    newest = max(known, default=0)
-    if highest > newest:
-        raise StoreError(
-            f"{path!r} has schema version {highest}, newer than this undying knows "
-            f"({newest}): upgrade undying (or open a copy made before the upgrade)"
-        )
-    return applied

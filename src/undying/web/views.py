@@ -334,13 +334,7 @@ async def load_usage(reads: ReadSide, run_id: str) -> list[UsageLine] | None:
     """Token totals of the run's model calls, when the store records them (``load_usage``
     of stores that keep LLM token accounting; other stores, and runs that made no model
     call, have none)."""
-    loader = getattr(reads, "load_usage", None)
-    if loader is None:
-        return None
-    try:
-        totals: Sequence[Any] = await loader(run_id)
-    except NotImplementedError:
-        return None
+    totals: Sequence[Any] = await reads.load_usage(run_id)
     if not totals:
         return None
     lines: dict[str, UsageLine] = {}

@@ -3,6 +3,9 @@
 -- PostgreSQL cannot infer their types from an INSERT ... SELECT target.
 -- Writes that make work available end with pg_notify('undying', <store token>) in the same
 -- statement or transaction: the notification is sent only if the change commits.
+-- Queries that return runs, entries or events name their columns as the record's fields, in
+-- the record's order (store/rows.py maps them by name, and passes them positionally when the
+-- order matches), and return nothing else.
 --
 -- The epoch fence. Every write a run's owner makes checks `epoch = <its epoch>` on the run
 -- row AND locks that row until its transaction ends, in the same statement: an UPDATE of the
@@ -35,7 +38,7 @@ CREATE TABLE IF NOT EXISTS undying_migrations (
 )
 
 -- name: applied_migrations
-SELECT version FROM undying_migrations
+SELECT version, name FROM undying_migrations
 
 -- name: record_migration
 INSERT INTO undying_migrations (version, name, applied_at) VALUES (%s, %s, %s)
@@ -62,9 +65,14 @@ WITH created AS (
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires,
               wake_at, cancel_requested, parent_id, queue, priority, deadline, status_value,
-              generation, created_at, updated_at
+              generation, created_at, updated_at, stalled_takeovers, progress_mark
+), notified AS (
+    -- a run created unclaimed is work for every worker
+    SELECT pg_notify('undying', %(token)s) FROM created WHERE owner IS NULL
 )
-SELECT *, CASE WHEN owner IS NULL THEN pg_notify('undying', %(token)s) END FROM created
+-- The condition is always true; it makes the statement run `notified` (a CTE that nothing
+-- reads is not run) while the row stays exactly a run's columns.
+SELECT * FROM created WHERE (SELECT count(*) FROM notified) >= 0
 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
@@ -133,9 +141,9 @@ SELECT epoch FROM runs WHERE run_id = %s
 
 -- name: load_journal_meta
 SELECT seq, kind, name, status,
-       CASE WHEN length(payload) <= %(inline)s THEN payload END,
+       CASE WHEN length(payload) <= %(inline)s THEN payload END AS payload,
        digest, attempt, started_at, finished_at,
-       coalesce(length(payload) > %(inline)s, FALSE)
+       coalesce(length(payload) > %(inline)s, FALSE) AS deferred
 FROM journal WHERE run_id = %(run_id)s ORDER BY seq
 
 -- name: load_payloads
@@ -539,8 +547,9 @@ ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO 
     created_at = excluded.created_at
 
 -- name: load_usage
-SELECT kind, outcome, provider, model, SUM(calls)::bigint, SUM(input_tokens)::bigint,
-       SUM(output_tokens)::bigint, SUM(cached_tokens)::bigint
+SELECT kind, outcome, provider, model, SUM(calls)::bigint AS calls,
+       SUM(input_tokens)::bigint AS input_tokens, SUM(output_tokens)::bigint AS output_tokens,
+       SUM(cached_tokens)::bigint AS cached_tokens
 FROM usage WHERE run_id = %s
 GROUP BY kind, outcome, provider, model
 ORDER BY kind, provider, model, outcome

@@ -1,4 +1,31 @@
 -- Named queries for the SQLite store. Each block starts with "-- name: <name>".
+-- Queries that return runs, entries or events name their columns as the record's fields, in
+-- the record's order (store/rows.py maps them by name, and passes them positionally when the
+-- order matches). Lists of values arrive as one JSON array, read with json_each(?); byte
+-- strings in them are hex, read back with unhex() (built in since SQLite 3.41, and supplied by
+-- the store on older libraries).
+
+-- The migration ledger (store/migrations.py).
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS undying_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+
+-- name: applied_migrations
+SELECT version, name FROM undying_migrations
+
+-- name: migration_applied
+-- Re-checked inside the migration's own BEGIN IMMEDIATE: another process may have applied it
+-- since the ledger was read.
+SELECT 1 FROM undying_migrations WHERE version = ?
+
+-- name: record_migration
+INSERT INTO undying_migrations (version, name, applied_at) VALUES (?, ?, ?)
+
+-- Runs and journals.
 
 -- name: insert_run
 INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
@@ -27,8 +54,8 @@ WHERE journal.status IN ('intent', 'waiting')
 SELECT epoch FROM runs WHERE run_id = ?
 
 -- name: load_journal_meta
-SELECT seq, kind, name, status, CASE WHEN length(payload) <= ?1 THEN payload END, digest,
-       attempt, started_at, finished_at, length(payload) > ?1
+SELECT seq, kind, name, status, CASE WHEN length(payload) <= ?1 THEN payload END AS payload,
+       digest, attempt, started_at, finished_at, coalesce(length(payload) > ?1, 0) AS deferred
 FROM journal WHERE run_id = ?2 ORDER BY seq
 
 -- name: load_payloads
@@ -193,9 +220,32 @@ SELECT payload FROM journal
 WHERE run_id = ? AND kind = 'state' AND name = ? AND seq < ? AND status = 'ok'
 ORDER BY seq DESC LIMIT 1
 
--- name: old_runs
-SELECT run_id FROM runs
-WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < ? AND parent_id IS NULL
+-- name: finished_run_trees
+-- Ended top-level runs last updated before ?, with all their descendants (whatever their
+-- status): what delete_finished_runs deletes, with their rows below.
+WITH RECURSIVE tree (run_id) AS (
+    SELECT run_id FROM runs
+    WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < ?
+      AND parent_id IS NULL
+    UNION
+    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
+)
+SELECT run_id FROM tree
+
+-- name: delete_journals
+DELETE FROM journal WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_events
+DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_lineage
+DELETE FROM lineage WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_usage
+DELETE FROM usage WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_runs
+DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))
 
 -- name: ref_payloads
 SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
@@ -203,10 +253,19 @@ SELECT payload FROM journal WHERE substr(payload, 1, 1) = x'10'
 -- name: blob_hashes
 SELECT hash FROM blobs WHERE written_at < ?
 
+-- name: get_blobs
+-- A join rather than IN (?, ?, ...): one statement text (prepared once) for any number of
+-- hashes, and measured no slower than 500 placeholders.
+SELECT b.hash, b.data FROM json_each(?) AS h JOIN blobs AS b ON b.hash = unhex(h.value)
+
+-- name: delete_blobs
+-- Spares a blob re-used (re-written) since the mark phase.
+DELETE FROM blobs
+WHERE hash IN (SELECT unhex(value) FROM json_each(?)) AND written_at < ?
+
 -- Read side (store.base.ReadSide: the CLI and the web UI). A filter left NULL matches all.
 
 -- name: list_runs
--- The columns of get_run (sqlite._record reads them by position).
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
        cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
        created_at, updated_at, stalled_takeovers, progress_mark
@@ -254,8 +313,9 @@ ON CONFLICT (run_id, generation, seq, epoch, attempt, kind, provider, model) DO 
     created_at = excluded.created_at
 
 -- name: load_usage
-SELECT kind, outcome, provider, model, SUM(calls), SUM(input_tokens), SUM(output_tokens),
-       SUM(cached_tokens)
+SELECT kind, outcome, provider, model, SUM(calls) AS calls,
+       SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+       SUM(cached_tokens) AS cached_tokens
 FROM usage WHERE run_id = ?
 GROUP BY kind, outcome, provider, model
 ORDER BY kind, provider, model, outcome
