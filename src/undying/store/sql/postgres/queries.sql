@@ -580,7 +580,7 @@ WITH run AS (
     SELECT 1 FROM stream_items
     WHERE %(attempt)s::integer > 0 AND run_id = %(run_id)s AND stream = %(stream)s
       AND generation = %(generation)s AND seq = %(seq)s AND epoch = %(epoch)s
-      AND attempt = %(attempt)s AND idx = %(first_idx)s
+      AND attempt = %(attempt)s AND idx = %(first_idx)s AND attempt > 0
 ), go AS (
     SELECT run_id FROM run WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM done)
 ), voided AS (
@@ -588,12 +588,12 @@ WITH run AS (
     -- in the SQLite queries)
     SELECT count(*) AS n FROM stream_items
     WHERE %(marker)s::bytea IS NOT NULL AND run_id = %(run_id)s AND stream = %(stream)s
-      AND generation = %(generation)s AND seq = %(seq)s AND kind = 'value'
+      AND generation = %(generation)s AND seq = %(seq)s AND attempt > 0 AND kind = 'value'
       AND (epoch, attempt) < (%(epoch)s::bigint, %(attempt)s::integer)
       AND stream_offset > coalesce((
           SELECT max(stream_offset) FROM stream_items
           WHERE run_id = %(run_id)s AND stream = %(stream)s AND generation = %(generation)s
-            AND seq = %(seq)s AND kind = 'retry'), -1)
+            AND seq = %(seq)s AND attempt > 0 AND kind = 'retry'), -1)
 ), head AS (
     INSERT INTO streams (run_id, stream, length, closed_at, created_at, updated_at)
     SELECT go.run_id, %(stream)s::text, %(count)s::bigint + (voided.n > 0)::integer,

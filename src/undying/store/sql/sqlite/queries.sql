@@ -332,7 +332,7 @@ SELECT 1 FROM journal WHERE run_id = ? AND seq = ? AND kind = ? AND name = ? AND
 -- A step's batch whose first value is stored already (a retry after a lost acknowledgement).
 SELECT 1 FROM stream_items
 WHERE run_id = ? AND stream = ? AND generation = ? AND seq = ? AND epoch = ? AND attempt = ?
-  AND idx = ?
+  AND idx = ? AND attempt > 0  -- the partial index stream_items_origin
 
 -- name: stream_run
 SELECT epoch, status FROM runs WHERE run_id = ?
@@ -342,11 +342,11 @@ SELECT epoch, status FROM runs WHERE run_id = ?
 -- stream since the step's last marker: what a marker put now makes void.
 SELECT count(*) FROM stream_items
 WHERE run_id = :run_id AND stream = :stream AND generation = :generation AND seq = :seq
-  AND kind = 'value' AND (epoch, attempt) < (:epoch, :attempt)
+  AND attempt > 0 AND kind = 'value' AND (epoch, attempt) < (:epoch, :attempt)
   AND stream_offset > coalesce((
       SELECT max(stream_offset) FROM stream_items
       WHERE run_id = :run_id AND stream = :stream AND generation = :generation AND seq = :seq
-        AND kind = 'retry'), -1)
+        AND attempt > 0 AND kind = 'retry'), -1)
 
 -- name: reserve_stream
 -- Take `length` offsets (a close takes none and closes). Refused (no row) for a closed
