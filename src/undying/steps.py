@@ -7,6 +7,7 @@ current run, so ``await search_web(q)`` and ``await ctx.step(search_web, q)`` ar
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
@@ -73,6 +74,13 @@ def publish(stream: str, value: Any) -> Coroutine[Any, Any, None]:
             "undying.publish needs a run to publish to: call it in workflow code or in a "
             "step a workflow runs (outside, a step is a plain function call)"
         )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise InvalidArgument(
+            "undying.publish is a coroutine: publish from an async step (a sync step runs in "
+            "a thread, outside the event loop)"
+        ) from None
     return streams.publish_from_step(rec, info, stream, value)
 
 

@@ -214,6 +214,10 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(app: App, run: Any) -> 
     async def closes(ctx: Context) -> None:
         await ctx.close_stream("s")
 
+    @undying.step
+    def sync_publisher() -> None:
+        undying.publish("s", 1)
+
     @app.workflow(name="bad")
     async def bad(ctx: Context, case: str) -> str:
         try:
@@ -225,6 +229,8 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(app: App, run: Any) -> 
                 await ctx.publish("s", "x" * (300 << 10))
             elif case == "close-in-step":
                 await closes(ctx)
+            elif case == "sync-step":
+                await sync_publisher()
         except (InvalidArgument, SerializationError, undying.StepFailed) as exc:
             return f"{type(exc).__name__}: {exc}"
         return "no error"
@@ -232,13 +238,14 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(app: App, run: Any) -> 
     async def body() -> None:
         async with app:
             outcomes = {}
-            for case in ("name", "value", "big", "close-in-step"):
+            for case in ("name", "value", "big", "close-in-step", "sync-step"):
                 handle = await app.start(bad, case, run_id=case)
                 outcomes[case] = await handle.result(timeout=10)
             assert "malformed stream name ''" in outcomes["name"]
             assert outcomes["value"].startswith("SerializationError")
             assert "over the 262144-byte limit" in outcomes["big"]
             assert "from workflow code, not from a step" in outcomes["close-in-step"]
+            assert "publish from an async step" in outcomes["sync-step"]
             for case in outcomes:
                 assert await app.store.list_streams(case) == []
             with pytest.raises(InvalidArgument, match="needs a run to publish to"):
