@@ -19,6 +19,7 @@ from .errors import (
     StepFailed,
     StepInDoubt,
     StoreError,
+    StreamClosed,
     UndyingError,
     UnknownWorkflow,
     WorkflowCancelled,
@@ -27,7 +28,8 @@ from .errors import (
 from .journal import ArgumentDigestChanged
 from .known_types import register_type
 from .scope import StepInfo
-from .steps import current_context, current_step, idempotency_key, in_workflow, step
+from .steps import current_context, current_step, idempotency_key, in_workflow, publish, step
+from .streams import StreamRetry
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,8 @@ __all__ = [
     "StepInDoubt",
     "StepInfo",
     "StoreError",
+    "StreamClosed",
+    "StreamRetry",
     "UndyingError",
     "UnknownWorkflow",
     "WorkflowCancelled",
@@ -57,6 +61,7 @@ __all__ = [
     "current_step",
     "idempotency_key",
     "in_workflow",
+    "publish",
     "register_type",
     "step",
 ]

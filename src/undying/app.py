@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from . import determinism, observe
+from . import determinism, observe, streams
 from .codec import Codec
 from .errors import InvalidArgument, RunNotFound, StoreError, WorkflowCancelled
 from .failures import rebuild_error
@@ -39,8 +39,10 @@ from .store.base import (
 from .validation import (
     check_event_name,
     check_event_payload,
+    check_offset,
     check_run_id,
     check_run_ref,
+    check_stream_name,
     fork_run_id,
 )
 from .worker import Worker
@@ -103,6 +105,8 @@ class App:
         self._store: Store | None = None
         self._worker: Worker | None = None
         self._local = LocalRuns()
+        #: watches the store for other processes' stream appends while a reader waits
+        self._activity = streams.ActivityWatch(self._store_or_raise, self._local.published)
         if strict:
             determinism.install()
 
@@ -201,6 +205,7 @@ class App:
             await self._worker.start()
 
     async def close(self) -> None:
+        await self._activity.stop()
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
@@ -368,6 +373,7 @@ class App:
         if not created:
             raise InvalidArgument(f"run {new_id!r} already exists; pick another new_run_id")
         await store.copy_journal(run_id, new_id, from_step)
+        await store.copy_streams(run_id, new_id, from_step)
         self._changed(None)
         return RunHandle(self, new_id)
 
@@ -393,6 +399,30 @@ class App:
 
         await self._get(run_id)
         return await load_token_usage(self._store_or_raise(), run_id)
+
+    def read_stream(self, run_id: str, stream: str, *, offset: int = 0) -> AsyncIterator[Any]:
+        """Every value the run published to ``stream``, from ``offset`` (0: the first) on, in
+        order, waiting for new ones; ends when the stream is closed or the run ends.
+
+        ``async for value in app.read_stream(run_id, "answer"):`` from any process on the
+        database. A reader that stopped after n values resumes with ``offset=n`` and gets
+        neither a value twice nor a gap. A step that ran again shows up as a ``StreamRetry``
+        item (see ``undying.streams``). ``RunNotFound`` (at the first iteration) for an
+        unknown run; a stream a finished run never published to ends at once."""
+        check_run_ref(run_id)
+        check_stream_name(stream)
+        check_offset(offset)
+        store = self._store_or_raise()
+        local = self._local
+        return streams.read(
+            store,
+            self.codec,
+            run_id,
+            stream,
+            offset,
+            local.stream_ticket,
+            self._activity.reading(),
+        )
 
     async def _get(self, run_id: str) -> RunRecord:
         check_run_ref(run_id)
@@ -488,6 +518,10 @@ class RunHandle(Generic[T]):
             if record.status in TERMINAL:
                 return
             await app.wait_for_change(0.5)
+
+    def read_stream(self, stream: str, *, offset: int = 0) -> AsyncIterator[Any]:
+        """``app.read_stream(run_id, stream, offset=offset)``."""
+        return self.app.read_stream(self.run_id, stream, offset=offset)
 
     async def cancel(self) -> None:
         await self.app.cancel(self.run_id)

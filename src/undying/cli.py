@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from . import cli_output as out
 from .app import App
 from .cli_inspect import client, cmd_runs, cmd_show
+from .cli_streams import cmd_stream
 from .errors import InvalidArgument, UndyingError
 from .store import store_from_url
 from .store.base import (
@@ -294,6 +295,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", "show a run: status, result or error, and its journal as a timeline")
     p.add_argument("run")
     p.add_argument("--full", action="store_true", help="print whole values, pretty-printed")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print the run's streams as they grow, until the run ends",
+    )
+    p = command("stream", "print a run's stream, waiting for new values until it ends")
+    p.add_argument("run")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--offset",
+        type=_at_least(0, int, "a stream offset"),
+        default=0,
+        metavar="N",
+        help="start at the N-th value (0: the first)",
+    )
+    p.add_argument(
+        "--text", action="store_true", help="write string values as they are, one after another"
+    )
     p = command("cancel", "cancel a run and its children")
     p.add_argument("run")
     p = command("resume", "resume a failed or cancelled run from its journal")
@@ -341,6 +360,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "worker": _cmd_worker,
     "runs": cmd_runs,
     "show": cmd_show,
+    "stream": cmd_stream,
     "cancel": _cmd_cancel,
     "resume": _cmd_resume,
     "fork": _cmd_fork,

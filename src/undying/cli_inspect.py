@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cli_output as out
+from . import cli_streams
 from .app import App
 from .errors import UndyingError
 from .journal import JournalCursor
@@ -146,15 +147,28 @@ async def cmd_show(args: argparse.Namespace) -> int:
             )
         }
         meta = await app.store.load_journal_meta(run.run_id)
+        streams = await app.store.list_streams(run.run_id)
         if args.json:
             journal = [r async for r in _journal(app, run.run_id, meta)]
-            out.print_json(_show_json(run, fields, children, journal))
+            shown = _show_json(run, fields, children, journal)
+            shown["streams"] = cli_streams.streams_json(streams)
+            if args.follow:  # one line, then one line per stream item
+                print(out.dumps(shown, compact=True), flush=True)
+                await cli_streams.follow(app, run.run_id, as_json=True)
+            else:
+                out.print_json(shown)
             return 0
         width = max(shutil.get_terminal_size((120, 24)).columns, 60)
         print(_show_header(run, fields, children, full=args.full, width=width))
+        summary = cli_streams.streams_line(streams)
+        if summary:
+            print(summary)
         await _print_token_usage(app, run.run_id)
         print()
         await _print_timeline(app, run, meta, full=args.full, width=width)
+        if args.follow:
+            print("\nstreams (following until the run ends; Ctrl-C to stop):", flush=True)
+            await cli_streams.follow(app, run.run_id, as_json=False)
     return 0
 
 

@@ -3,9 +3,9 @@
 Each method checks what it is given, takes the call's journal position at once (so calls are
 numbered in the order the workflow makes them, also inside ``asyncio.gather``), and hands the
 call to the replay engine: ``attempts`` for steps and transactions, ``waits`` for sleeps,
-events and races, ``children`` for child runs, the ``Recorder`` for recorded values. The
-engine returns the journaled outcome when there is one, and otherwise runs the call and
-journals it. Nothing here knows about apps, workers or stores.
+events and races, ``children`` for child runs, ``streams`` for published values, the
+``Recorder`` for recorded values. The engine returns the journaled outcome when there is one,
+and otherwise runs the call and journals it. Nothing here knows about apps, workers or stores.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, NoReturn, ParamSpec, TypeVar, overload
 
-from . import attempts, children, determinism, waits
+from . import attempts, children, determinism, streams, waits
 from .attempts import run_step as _run_step
 from .errors import InvalidArgument
 from .journal import Recorder
+from .scope import current_step as _current_step
 from .signals import ContinueAsNew
-from .validation import check_event_name, check_seconds
+from .validation import check_event_name, check_seconds, check_stream_name
 
 if TYPE_CHECKING:
     from .state import RunState
@@ -171,6 +172,31 @@ class Context:
 
         Not journaled: it describes the run, it does not steer it."""
         self._rec.publish_status(value)
+
+    # -- streams --------------------------------------------------------------------------------
+    def publish(self, stream: str, value: Any) -> Coroutine[Any, Any, None]:
+        """Append ``value`` to the run's stream ``stream`` (read with ``app.read_stream``).
+
+        Journaled: committed with its journal entry, so a replay appends nothing again.
+        Called from a step's code (a step that captured ``ctx``), it appends at least once,
+        as ``undying.publish`` does there (see ``undying.streams``). Raises ``StreamClosed``
+        for a stream this run closed."""
+        check_stream_name(stream)
+        info = _current_step.get()
+        if info is not None:
+            return streams.publish_from_step(self._rec, info, stream, value)
+        return streams.publish(self._rec, self._rec.position(), stream, value)
+
+    def close_stream(self, stream: str) -> Coroutine[Any, Any, None]:
+        """Close the stream: its readers end after its last value, and a later publish to
+        it raises ``StreamClosed``. Journaled. (Every stream ends with its run anyway.)"""
+        check_stream_name(stream)
+        if _current_step.get() is not None:
+            raise InvalidArgument(
+                f"close stream {stream!r} from workflow code, not from a step: a step may "
+                "run again, and its values would find the stream closed"
+            )
+        return streams.close(self._rec, self._rec.position(), stream)
 
     # -- waiting ----------------------------------------------------------------------------------
     def sleep(self, duration: float | dt.timedelta) -> Coroutine[Any, Any, None]:

@@ -17,6 +17,7 @@ running a run somebody cancelled.
      ├── UnknownWorkflow             no workflow registered under that name
      ├── RunNotFound                 no run with that id
      ├── InvalidArgument             (also a ValueError) bad input to a public entry point
+     │    └── StreamClosed           a publish to a stream that was closed, or whose run ended
      ├── StoreError                  the database is unusable (schema too new, bad URL, ...)
      └── WorkflowFailed              a run's error that cannot be rebuilt in this process
           └── RunQuarantined         a run kept taking its workers down and was set aside
@@ -46,6 +47,13 @@ class UndyingError(Exception):
 
 class InvalidArgument(UndyingError, ValueError):
     """An argument given to undying is not valid."""
+
+
+class StreamClosed(InvalidArgument):
+    """The stream is closed: nothing more can be published to it.
+
+    A stream is closed by ``ctx.close_stream`` and, for as long as its run has ended
+    (completed, failed or cancelled), by the end of its run."""
 
 
 class StoreError(UndyingError):

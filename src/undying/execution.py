@@ -22,7 +22,7 @@ from .attempts import unwinds_the_run
 from .errors import LeaseLost, SerializationError, WorkflowCancelled, WorkflowFailed
 from .failures import type_path
 from .journal import Recorder
-from .scope import ActiveRun, current_run
+from .scope import ActiveRun, current_execution, current_run
 from .signals import ContinueAsNew, Suspended
 from .store.base import CANCELLED, COMPLETED, FAILED, Entry
 
@@ -103,6 +103,7 @@ async def _run(
 ) -> Outcome:
     run = rec.run
     token = current_run.set(ctx)
+    execution = current_execution.set(rec)
     try:
         result = await fn(ctx, *args, **kwargs)
     except Suspended:
@@ -121,6 +122,7 @@ async def _run(
         return Outcome(FAILED, error=aborted(run.run_id, exc), pending=rec.take_pending())
     finally:
         current_run.reset(token)
+        current_execution.reset(execution)
         if deadline_timer is not None:
             deadline_timer.cancel()
     try:

@@ -3,8 +3,9 @@
 The replay engine does not know about apps or workers. A run asks its host for the few things
 only the host can do: resolve a workflow to its registered name, start a child run (which a
 worker may execute right here), and tell local clients that the run's published status
-changed. The worker implements it; ``replay_check`` implements a read-only one. Kept to this
-handful of members, the seam is narrow enough that a test host is a few lines.
+changed or that it appended to a stream. The worker implements it; ``replay_check``
+implements a read-only one. Kept to this handful of members, the seam is narrow enough that a
+test host is a few lines.
 """
 
 from __future__ import annotations
@@ -35,3 +36,7 @@ class RunHost(Protocol):
 
     def status_changed(self, run_id: str, value: Any) -> None:
         """The run published a new status value (``ctx.set_status``)."""
+
+    def streams_changed(self, run_id: str) -> None:
+        """The run appended to or closed one of its streams (``ctx.publish``): wake this
+        process's readers (other processes learn it from the store)."""

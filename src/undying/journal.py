@@ -169,6 +169,7 @@ class Recorder:
         "pending",
         "read_only",
         "run",
+        "step_streams",
         "store",
         "strict",
         "waits",
@@ -208,6 +209,9 @@ class Recorder:
         self.flushing: asyncio.Future[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
         self._status_latest: bytes | None = None
+        #: what steps publish (``streams.StepStream``): the latest attempt's writer of each
+        #: (generation, step position, stream)
+        self.step_streams: dict[tuple[int, int, str], Any] = {}
 
     def __repr__(self) -> str:
         return f"<Recorder run={self.run.run_id!r} seq={self._seq}>"

@@ -1,15 +1,16 @@
 """What code is running right now: a workflow of which run, or a step of which run.
 
-Two context variables, one place. The replay engine sets them around workflow code and step
+Three context variables, one place. The replay engine sets them around workflow code and step
 attempts; the public helpers (``undying.current_context()``, ``undying.idempotency_key()``,
-``undying.current_step()``) and strict mode read them. They live low in the layers because
-every layer above needs to ask "am I inside a workflow?", and each may only import below.
+``undying.current_step()``, ``undying.publish()``) and strict mode read them. They live low in
+the layers because every layer above needs to ask "am I inside a workflow?", and each may only
+import below.
 """
 
 from __future__ import annotations
 
 import contextvars
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class ActiveRun(Protocol):
@@ -55,4 +56,11 @@ current_run: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar(
 #: The step whose code is running, or None.
 current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "undying_step", default=None
+)
+#: The journal (``journal.Recorder``) of the run whose workflow or step code is running, or
+#: None. Set once per execution and, unlike ``current_run``, not hidden inside steps: a step's
+#: ``undying.publish`` appends to its run's streams through it. Typed loosely, since the
+#: recorder lives in a layer above this one.
+current_execution: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "undying_execution", default=None
 )

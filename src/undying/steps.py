@@ -7,16 +7,18 @@ current run, so ``await search_web(q)`` and ``await ctx.step(search_web, q)`` ar
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from . import known_types
+from . import known_types, streams
 from .attempts import StepPolicy, callable_name, run_step
 from .errors import InvalidArgument, UndyingError
-from .scope import StepInfo, current_run
+from .scope import StepInfo, current_execution, current_run
 from .scope import current_step as _current_step
+from .validation import check_stream_name
 
 if TYPE_CHECKING:
     from .context import Context
@@ -52,6 +54,34 @@ def current_context() -> Context | None:
     """The ``Context`` of the workflow whose code is running (None outside a workflow, and
     inside a step: a step's code is not workflow code)."""
     return cast("Context | None", current_run.get())
+
+
+def publish(stream: str, value: Any) -> Coroutine[Any, Any, None]:
+    """Append ``value`` to the current run's stream ``stream``: ``ctx.publish`` for code that
+    has no ``ctx``.
+
+    In workflow code it is ``current_context().publish`` (journaled, exactly once). Inside a
+    step it appends at least once: a step that runs again (a retry, or a new execution after
+    a crash) publishes again, after a ``StreamRetry`` marker that tells readers how many of
+    its earlier values to drop (see ``undying.streams``). Awaited, the value is durable."""
+    ctx = current_run.get()
+    if ctx is not None:
+        return cast("Context", ctx).publish(stream, value)
+    check_stream_name(stream)
+    info, rec = _current_step.get(), current_execution.get()
+    if info is None or rec is None:
+        raise InvalidArgument(
+            "undying.publish needs a run to publish to: call it in workflow code or in a "
+            "step a workflow runs (outside, a step is a plain function call)"
+        )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise InvalidArgument(
+            "undying.publish is a coroutine: publish from an async step (a sync step runs in "
+            "a thread, outside the event loop)"
+        ) from None
+    return streams.publish_from_step(rec, info, stream, value)
 
 
 def in_workflow() -> bool:

@@ -129,6 +129,9 @@ class _ReplayHost:
     def status_changed(self, run_id: str, value: Any) -> None:
         pass
 
+    def streams_changed(self, run_id: str) -> None:
+        pass
+
 
 async def replay_check(app: App, *, limit: int = 1000) -> list[ReplayProblem]:
     """Re-execute finished runs from their journals against the code registered on ``app``.

@@ -20,6 +20,8 @@ MAX_RUN_ID = 200
 MAX_RUN_REF = 1000
 _EVENT = re.compile(r"[^\x00-\x1f]{1,200}")
 MAX_EVENT_BYTES = 1 << 20
+#: stream values are stored inline, never chunked: a cap keeps rows (and readers) small
+MAX_STREAM_VALUE_BYTES = 256 << 10
 
 
 def check_run_id(run_id: object) -> str:
@@ -97,6 +99,33 @@ def check_event_payload(encoded: bytes, name: str) -> None:
             f"event {name!r} is {len(encoded)} bytes encoded, over the {MAX_EVENT_BYTES}-byte "
             "limit: store large data elsewhere (or in a step) and send a reference"
         )
+
+
+def check_stream_name(name: object) -> str:
+    """A stream's name (``ctx.publish``, ``app.read_stream``): like an event's."""
+    if not isinstance(name, str) or not _EVENT.fullmatch(name):
+        raise InvalidArgument(
+            f"malformed stream name {name!r}: use a string of 1-200 printable characters"
+        )
+    return name
+
+
+def check_stream_value(encoded: bytes, name: str) -> None:
+    if len(encoded) > MAX_STREAM_VALUE_BYTES:
+        raise InvalidArgument(
+            f"a value published to stream {name!r} is {len(encoded)} bytes encoded, over the "
+            f"{MAX_STREAM_VALUE_BYTES}-byte limit: streams carry small increments (tokens, "
+            "progress); keep large data in a step's result or ctx.state and publish a "
+            "reference to it"
+        )
+
+
+def check_offset(offset: object) -> int:
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidArgument(
+            f"a stream offset is a whole number >= 0 (0 reads from the start), not {offset!r}"
+        )
+    return offset
 
 
 def check_seconds(value: float | dt.timedelta, label: str) -> float:

@@ -151,6 +151,9 @@ class Worker:
         self.local.status[run_id] = value
         self.local.changed()
 
+    def streams_changed(self, run_id: str) -> None:
+        self.local.published()
+
     # -- steering runs executing here -------------------------------------------------------------
     def wake(self, run_id: str | None) -> None:
         """Something about ``run_id`` (None: anything) changed: wake its waits, claim again."""

@@ -180,5 +180,8 @@ def test_the_read_side_has_no_write_methods() -> None:
         "list_events",
         "wait_for_change",
         "load_usage",  # token totals of a run: a read
+        "read_stream",  # a run's stream, from an offset
+        "list_streams",
+        "wait_for_activity",  # wait_for_change, stream appends included
     }
     assert issubclass(Store, ReadSide)

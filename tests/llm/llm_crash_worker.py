@@ -3,13 +3,15 @@
     UNDYING_LLM_EFFECTS=... UNDYING_LLM_CRASH=... python llm_crash_worker.py DB URL AGENT
 
 ``URL`` is the scripted model server; ``AGENT`` is ``research`` or ``refund``. Prints
-``result <json>`` when the run ends.
+``result <json>`` when the run ends. ``UNDYING_LLM_PUBLISH=NAME`` makes the OpenAI client
+publish its streamed tokens to the run's stream NAME.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import anthropic
@@ -28,7 +30,8 @@ async def main() -> None:
     hooks = {"request": [llm_agents.crash_before_request]}
     http = httpx2.AsyncClient(event_hooks=hooks)
     o = undying.llm.durable(openai.AsyncOpenAI(base_url=f"{URL}/v1", api_key="t"),
-                            retry_delay=0.05)
+                            retry_delay=0.05,
+                            publish_to=os.environ.get("UNDYING_LLM_PUBLISH") or None)
     a = undying.llm.durable(
         anthropic.AsyncAnthropic(base_url=URL, api_key="t", http_client=http), retry_delay=0.05
     )

@@ -3,12 +3,13 @@ is journaled, and replay returns it (and, on request, its text) without a reques
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from llm_helpers import USER, clients, replay_all
 
-from undying import App, Context
+from undying import App, Context, StreamRetry
 from undying.llm.testing import ScriptedServer, reply
 
 TEXT = "one two three four five six"
@@ -129,5 +130,78 @@ def test_leaving_a_stream_early_still_journals_the_whole_message(app: App, run: 
                 replay = await replay_all(app, "e1")
                 assert await replay.result(timeout=30) == TEXT
             assert server.requests["chat.completions"] == 2
+
+    run(body())
+
+
+# -- publish_to: the answer token by token on a durable stream -----------------------------------
+@pytest.mark.parametrize("provider", ["openai.chat", "openai.responses", "anthropic"])
+def test_publish_to_sends_the_tokens_to_a_stream_readers_follow_live(
+    app: App, run: Any, provider: str
+) -> None:
+    """The server holds the model's stream after two deltas until the reader (not the
+    workflow) has seen them: only a stream published while the call streams gets there."""
+
+    async def body() -> None:
+        async with ScriptedServer([reply(TEXT, hold_after=2)]) as server, clients(
+            server, publish_to="answer"
+        ) as (o, a):
+
+            @app.workflow(name="answerer")
+            async def answerer(ctx: Context) -> str:
+                if provider == "openai.chat":
+                    async with o.chat.completions.stream(model="m", messages=USER) as s:
+                        done = await s.get_final_completion()
+                    return str(done.choices[0].message.content)
+                if provider == "openai.responses":
+                    async with o.responses.stream(model="m", input="hi") as s:
+                        return str((await s.get_final_response()).output_text)
+                async with a.messages.stream(model="c", max_tokens=50, messages=USER) as s:
+                    return str(await s.get_final_text())
+
+            async def follow() -> list[Any]:
+                seen: list[Any] = []
+                async for token in app.read_stream("a1", "answer"):
+                    seen.append(token)
+                    if len(seen) == 2:
+                        server.release()
+                return seen
+
+            async with app:
+                handle = await app.start(answerer, run_id="a1")
+                seen = await asyncio.wait_for(follow(), 30)
+                assert await handle.result(timeout=30) == TEXT
+                replay = await replay_all(app, "a1")  # a fork replaying every entry
+                await replay.result(timeout=30)
+                forked = [t async for t in replay.read_stream("answer")]
+            assert sum(server.requests.values()) == 1
+        assert "".join(seen) == TEXT and len(seen) == 6
+        assert forked == seen  # the values copied to the fork; its replay published none
+
+    run(body())
+
+
+def test_a_cut_stream_publishes_a_marker_then_the_new_attempts_tokens(
+    app: App, run: Any
+) -> None:
+    async def body() -> None:
+        async with ScriptedServer([reply(TEXT)]) as server, clients(
+            server, publish_to="answer"
+        ) as (_, a):
+            server.cut(after=4)  # message_start, block start, two text deltas, then nothing
+
+            @app.workflow(name="cut_publish")
+            async def cut_publish(ctx: Context) -> str:
+                async with a.messages.stream(model="c", max_tokens=50, messages=USER) as s:
+                    return str(await s.get_final_text())
+
+            async with app:
+                handle = await app.start(cut_publish, run_id="c1")
+                assert await handle.result(timeout=30) == TEXT
+                seen = [t async for t in app.read_stream("c1", "answer")]
+            assert server.requests["messages"] == 2
+        words = ["one", " two", " three", " four", " five", " six"]
+        retry = StreamRetry("anthropic.messages.stream", 0, 2, 2)
+        assert seen == ["one", " two", retry, *words]
 
     run(body())

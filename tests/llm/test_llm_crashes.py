@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,6 +193,80 @@ def test_killed_mid_stream_sends_only_that_call_again(
     assert got.usage.saved.total == sum(
         m.spent.total for m in ref.usage.by_model
     ) - _last_call_tokens(research_server)
+
+
+def test_killed_mid_stream_a_reader_elsewhere_sees_the_cut_tokens_a_marker_then_the_answer(
+    tmp_path: Path, research_server: ScriptedServer
+) -> None:
+    """A chat front end in another process follows the summary token by token across the
+    worker's death: the tokens the killed attempt had published, a marker saying to drop
+    them, then the answer sent again, each exactly once, in order. The reader itself kills
+    the worker (SIGKILL) once it has seen 3 tokens; the model holds the stream after 4."""
+    research_server.hold(after=4)
+    scenario = Scenario(tmp_path / "run", research_server, "research")
+    scenario.env["UNDYING_LLM_PUBLISH"] = "answer"
+    reader = StreamReader(scenario.db, "research-1", "answer")
+    first = scenario.start()
+    reader.kill_after(3, first)
+    reader.start()
+    scenario.finish(first, killed=True)
+    got = scenario.outcome(scenario.finish(scenario.start()))
+    seen = reader.join()
+    assert got.result["summary"] == llm_agents.SUMMARY
+    assert got.requests == {"chat.completions": 5}  # the summary twice, nothing else
+    answer = [w if i == 0 else f" {w}" for i, w in enumerate(llm_agents.SUMMARY.split())]
+    cut = seen[: seen.index(next(t for t in seen if isinstance(t, undying.StreamRetry)))]
+    # What the killed attempt had committed (3 tokens, or 4 if the kill came late), then
+    # the marker that voids exactly those, then the whole answer: nothing lost or repeated.
+    assert 3 <= len(cut) <= 4 and cut == answer[: len(cut)]
+    marker = undying.StreamRetry("openai.chat.completions.stream", 6, 1, len(cut))
+    assert seen == [*cut, marker, *answer]
+
+
+class StreamReader:
+    """``app.read_stream`` in a thread of this process (its own event loop and client App):
+    it waits for the run to exist, then reads the stream to its end."""
+
+    def __init__(self, db: Path, run_id: str, stream: str) -> None:
+        self.db, self.run_id, self.stream = db, run_id, stream
+        self.seen: list[Any] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self._kill: tuple[int, subprocess.Popen[str]] | None = None
+
+    def kill_after(self, count: int, proc: subprocess.Popen[str]) -> None:
+        """SIGKILL ``proc`` as soon as ``count`` values were read."""
+        self._kill = (count, proc)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> list[Any]:
+        self.thread.join(90)
+        assert not self.thread.is_alive(), f"the reader never saw the stream end: {self.seen}"
+        if self.error is not None:
+            raise self.error
+        return self.seen
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._read())
+        except BaseException as exc:
+            self.error = exc
+
+    async def _read(self) -> None:
+        deadline = time.monotonic() + 90
+        async with App(str(self.db), worker=False) as app:  # creates the file if need be
+            while True:
+                try:
+                    async for value in app.read_stream(self.run_id, self.stream):
+                        self.seen.append(value)
+                        if self._kill is not None and len(self.seen) == self._kill[0]:
+                            self._kill[1].send_signal(signal.SIGKILL)
+                    return
+                except undying.RunNotFound:
+                    assert time.monotonic() < deadline, "the run was never started"
+                    await app.wait_for_change(0.1)
 
 
 def _last_call_tokens(server: ScriptedServer) -> int:

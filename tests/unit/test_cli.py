@@ -208,7 +208,8 @@ def test_show_and_runs_print_documented_json(
     _show_fixture(db)
     assert main(["--db", db, "show", "reader-1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert set(shown) == {"run", "children", "journal"}
+    assert set(shown) == {"run", "children", "journal", "streams"}
+    assert shown["streams"] == []  # this run published to none
     extra = {"input", "status_value", "result", "error", "decode_errors"}
     assert set(shown["run"]) == RUN_KEYS | extra and shown["run"]["decode_errors"] == {}
     assert shown["run"]["input"] == {"args": ["llamas"], "kwargs": {}}

@@ -24,6 +24,8 @@ PUBLIC = {
     "StepInDoubt",
     "StepInfo",
     "StoreError",
+    "StreamClosed",
+    "StreamRetry",
     "UndyingError",
     "UnknownWorkflow",
     "WorkflowCancelled",
@@ -33,6 +35,7 @@ PUBLIC = {
     "current_step",
     "idempotency_key",
     "in_workflow",
+    "publish",
     "register_type",
     "step",
 }

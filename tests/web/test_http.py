@@ -292,6 +292,15 @@ class ReadOnly(ReadSide):
     async def load_usage(self, run_id: str) -> Any:
         return await self._store.load_usage(run_id)
 
+    async def read_stream(self, run_id: str, stream: str, offset: int, limit: int) -> Any:
+        return await self._store.read_stream(run_id, stream, offset, limit)
+
+    async def list_streams(self, run_id: str) -> Any:
+        return await self._store.list_streams(run_id)
+
+    async def wait_for_activity(self, timeout: float) -> bool:
+        return await self._store.wait_for_activity(timeout)
+
 
 def reading_through(db: str, wrapper: type[ReadOnly]) -> OpenBackend:
     """The UI's backend on ``db`` with its store seen through ``wrapper``."""

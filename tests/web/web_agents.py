@@ -136,6 +136,26 @@ async def hostile(ctx: Context) -> str:
     return HOSTILE
 
 
+@undying.step(retries=1, retry_delay=0)
+async def speak(words: list[str]) -> None:
+    """Publishes a word, is cut once (its retry publishes again, after a marker), then the
+    rest."""
+    for word in words:
+        await undying.publish("answer", word)
+        step = undying.current_step()
+        if step is not None and step.attempt == 1:
+            raise ConnectionError("the model's stream was cut")
+
+
+async def chat_answer(ctx: Context) -> str:
+    await ctx.publish("progress", {"phase": "answering"})
+    await speak(["Hel", "lo"])
+    await ctx.close_stream("progress")
+    await ctx.wait_for_event("more")
+    await ctx.publish("answer", HOSTILE)
+    return "answered"
+
+
 def make_app(url: str | None = None, *, worker: bool = True) -> App:
     app = App(url, worker=worker, suspend_after=0.1, lease_ttl=10.0)
     app.workflow(name="research-agent")(research)
@@ -143,6 +163,7 @@ def make_app(url: str | None = None, *, worker: bool = True) -> App:
     app.workflow(name="nightly-digest")(nightly_digest)
     app.workflow(name="hostile-output")(hostile)
     app.workflow(name="many-calls")(many_calls)
+    app.workflow(name="chat-answer")(chat_answer)
     return app
 
 

@@ -43,6 +43,8 @@ class CallPolicy:
     max_delay: float = 60.0
     timeout: float | None = None
     replay_stream_text: bool = False
+    #: the run's stream that streamed calls publish their text deltas to (None: none)
+    publish_to: str | None = None
 
 
 # -- requests ------------------------------------------------------------------------------

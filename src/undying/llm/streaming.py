@@ -14,6 +14,13 @@ nothing for the call, so recovery sends that call, and only that call, again.
 
 A stream cut by the network is retried like any call (the step policy); its events so far
 were already delivered, so a caller sees the cut attempt's text and then the new attempt's.
+
+With ``durable(client, publish_to=NAME)``, ``_emit`` also queues each text delta on the run's
+stream NAME (``streams.StepStream``: written in batches while the model streams, flushed
+before the call's outcome is journaled, also when it fails). The call is a step, so its
+tokens are published at least once: an attempt sent again (a cut stream retried, a worker
+killed mid-stream) publishes a ``StreamRetry`` marker counting the cut attempt's tokens before
+its own; a replay publishes nothing.
 Leaving the ``async with`` block early consumes the rest of the stream and journals it (the
 tokens are being paid for anyway, and replay must find the call's answer).
 """
@@ -27,6 +34,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from .. import streams
+from ..streams import StepStream
 from .calls import Meter, ModelCall
 
 _END = object()
@@ -86,16 +95,31 @@ class DurableStream:
         await task
 
     # -- the one place live events are produced ---------------------------------------------
-    def _emit(self, event: Any) -> None:
+    def _emit(self, event: Any, publish: StepStream | None = None) -> None:
         self._queue.put_nowait(event)
+        if publish is not None:
+            text = self._spec.text_of(event)
+            if text and publish.error is None:  # a refused write is raised by flush()
+                publish.add(text)
 
     async def _send(self, kwargs: dict[str, Any], meter: Meter) -> dict[str, Any]:
         spec = self._spec
-        async with spec.open(kwargs) as sdk_stream:
-            async for event in sdk_stream:
-                await meter.saw_event(spec.usage_so_far(sdk_stream))
-                self._emit(event)
-            return await spec.final_body(sdk_stream)
+        target = self._call.policy.publish_to
+        publish = None if target is None else streams.running_step_stream(target)
+        try:
+            async with spec.open(kwargs) as sdk_stream:
+                async for event in sdk_stream:
+                    await meter.saw_event(spec.usage_so_far(sdk_stream))
+                    self._emit(event, publish)
+                body = await spec.final_body(sdk_stream)
+        except BaseException:
+            if publish is not None:  # the cut attempt's tokens land before any retry's
+                with contextlib.suppress(Exception):
+                    await publish.flush()
+            raise
+        if publish is not None:
+            await publish.flush()
+        return body
 
     def _ended(self, task: asyncio.Future[dict[str, Any]]) -> None:
         replayed = not task.cancelled() and task.exception() is None and not self._call.invoked

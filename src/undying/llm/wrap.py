@@ -6,9 +6,11 @@ SDKs stay optional extras (``pip install 'undying[openai]'``, ``'undying[anthrop
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, TypeVar, cast
 
 from ..errors import InvalidArgument
+from ..validation import check_stream_name
 from .calls import CallPolicy
 
 C = TypeVar("C")
@@ -23,6 +25,7 @@ def durable(
     max_delay: float = 60.0,
     timeout: float | None = None,
     replay_stream_text: bool = False,
+    publish_to: str | None = None,
 ) -> C:
     """Make ``client``'s model calls journaled steps inside workflows (plain calls outside).
 
@@ -36,17 +39,30 @@ def durable(
     at ~0.3-0.5 ms more per call on a loaded machine, bench/llm_overhead.py).
     ``replay_stream_text=True`` makes a replayed stream yield its recorded text again (as
     text events) instead of nothing.
+    ``publish_to="answer"`` publishes the text deltas of streamed calls (``.stream(...)``) to
+    the run's stream ``answer`` as they arrive, so ``app.read_stream(run_id, "answer")``
+    follows the answer token by token from anywhere; a call sent again after a crash or a
+    cut publishes a ``StreamRetry`` marker before its new tokens (docs/streams.md). Calls
+    that do not stream publish nothing. Wrap the same client twice for two streams.
 
-    The result has the client's type: code written for the client works unchanged.
+    The result has the client's type: code written for the client works unchanged. A client
+    already durable is returned as it is, its options kept; with another ``publish_to``, a
+    new wrapper of the same client publishes there (the other options kept).
     """
     if isinstance(client, type):
         raise InvalidArgument(f"durable() takes a client instance, not the class {client!r}")
-    policy = CallPolicy(retries, retry_delay, backoff, max_delay, timeout, replay_stream_text)
+    policy = CallPolicy(
+        retries, retry_delay, backoff, max_delay, timeout, replay_stream_text, publish_to
+    )
     _check(policy)
+    if getattr(client, "__undying_durable__", False):
+        kept: CallPolicy = client._policy  # type: ignore[attr-defined]
+        if publish_to is None or kept.publish_to == publish_to:
+            return client
+        policy = dataclasses.replace(kept, publish_to=publish_to)
+        client = client._client  # type: ignore[attr-defined]
     module = type(client).__module__.split(".")[0]
     name = type(client).__name__
-    if getattr(client, "__undying_durable__", False):
-        return client
     adapter: Any
     if module == "openai" and name.startswith("Async"):
         from .openai_adapter import DurableOpenAI
@@ -78,6 +94,8 @@ def _check(policy: CallPolicy) -> None:
         value = getattr(policy, label)
         if not isinstance(value, int | float) or value < 0:
             raise InvalidArgument(f"{label} must be a number >= 0, not {value!r}")
+    if policy.publish_to is not None:
+        check_stream_name(policy.publish_to)
     if policy.timeout is not None and (
         not isinstance(policy.timeout, int | float) or policy.timeout <= 0
     ):

@@ -17,10 +17,10 @@ import abc
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import InvalidArgument, LeaseLost
+from ..errors import InvalidArgument, LeaseLost, StreamClosed
 
 T = TypeVar("T")
 log = logging.getLogger("undying.store")
@@ -197,6 +197,129 @@ class EventRecord:
     created_at: float
     #: the journal position of the wait that took it; None while no wait has taken it
     consumed_seq: int | None = None
+
+
+# Stream item kinds.
+VALUE = "value"  # a published value
+RETRY = "retry"  # a marker: a step publishes again, its earlier attempts' values are void
+#: the journal entries of workflow code's stream calls (their stream rows commit with them)
+PUBLISH = "publish"
+CLOSE_STREAM = "close_stream"
+
+
+@dataclass(slots=True)
+class StreamItem:
+    """One item of a run's stream, as readers get it (``read_stream``).
+
+    Offsets are dense per stream (0, 1, 2, ...), markers included, so a reader resumes
+    exactly where it stopped by counting what it consumed."""
+
+    offset: int
+    kind: str  # VALUE or RETRY
+    #: a value: its codec frame; a marker: the retried step's name, encoded
+    payload: bytes | None
+    generation: int
+    #: the journal position of the publish, or of the step that published
+    seq: int
+    #: 0: published by workflow code (journaled); else the attempt of the publishing step
+    attempt: int
+    #: markers: how many values of the step's earlier attempts (since its last marker) are void
+    discarded: int = 0
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class StreamPage:
+    """``read_stream``'s answer, all read in one snapshot."""
+
+    #: the run's status; None when there is no such run
+    run_status: str | None
+    #: items in the stream now (the next item's offset); 0 for a stream never written
+    length: int = 0
+    #: when ``ctx.close_stream`` closed it (a stream also ends when its run ends)
+    closed_at: float | None = None
+    items: list[StreamItem] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        """Whether nothing can be appended any more: closed, or its run has ended (a resumed
+        run reopens the streams it did not close)."""
+        return self.closed_at is not None or self.run_status in TERMINAL
+
+
+def stream_page(rows: Sequence[Sequence[Any]]) -> StreamPage:
+    """A page from the rows of a ``read_stream`` query (both dialects): (run status, length,
+    closed at, then the item's offset, kind, payload, generation, seq, attempt, discarded,
+    created at, NULL when there is none)."""
+    if not rows:
+        return StreamPage(None)
+    status, length, closed_at = rows[0][:3]
+    items = [
+        StreamItem(
+            int(r[3]),
+            r[4],
+            None if r[5] is None else bytes(r[5]),
+            int(r[6]),
+            int(r[7]),
+            int(r[8]),
+            int(r[9]),
+            float(r[10]),
+        )
+        for r in rows
+        if r[3] is not None
+    ]
+    return StreamPage(status, int(length or 0), closed_at, items)
+
+
+def stream_refusal(
+    run_id: str, stream: str, epoch: int, current: tuple[int, str] | None
+) -> Exception:
+    """Why ``append_stream`` wrote nothing, from the run's (epoch, status) as it is now."""
+    if current is None or current[0] != epoch:
+        return fence_error(run_id, epoch, None if current is None else current[0])
+    if current[1] != RUNNING:
+        return StreamClosed(
+            f"stream {stream!r} of run {run_id!r} is closed: the run has ended "
+            f"({current[1]}), and a run's streams end with it"
+        )
+    return StreamClosed(
+        f"stream {stream!r} of run {run_id!r} was closed by ctx.close_stream: publish before "
+        "closing it, or to another stream"
+    )
+
+
+@dataclass(slots=True)
+class StreamInfo:
+    """One stream of a run (``list_streams``: the UI's panel, ``undying show``)."""
+
+    name: str
+    length: int
+    closed_at: float | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class StreamAppend:
+    """What one ``append_stream`` call writes to one stream of a run.
+
+    Its origin, (generation, seq, writer's epoch, attempt, ``first_idx`` + i), is unique in
+    the stream, so an append retried after a lost acknowledgement writes nothing twice."""
+
+    stream: str
+    generation: int
+    #: workflow code: the journal position of its publish or close entry; a step: its own
+    seq: int
+    #: 0 for workflow code (the entries passed along journal the call); else the step attempt
+    attempt: int = 0
+    #: where this batch starts among the values its step attempt appended to the stream
+    first_idx: int = 0
+    payloads: Sequence[bytes] = ()
+    #: close the stream (no payloads)
+    close: bool = False
+    #: a step attempt's first append: if earlier attempts of the step left values since its
+    #: last marker, a RETRY marker with this payload (the step's name) goes first
+    marker: bytes | None = None
 
 
 # Usage row kinds.
@@ -379,6 +502,23 @@ class ReadSide(abc.ABC):
         """The run's token usage (``undying.llm``) summed per (kind, outcome, provider,
         model), all generations."""
 
+    @abc.abstractmethod
+    async def read_stream(self, run_id: str, stream: str, offset: int, limit: int) -> StreamPage:
+        """The stream's items from ``offset`` on (at most ``limit``), with the run's status
+        and the stream's length and closing, read in one snapshot: when the page says the
+        stream ended, its items are all there is."""
+
+    @abc.abstractmethod
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        """The run's streams, oldest first."""
+
+    @abc.abstractmethod
+    async def wait_for_activity(self, timeout: float) -> bool:
+        """Like ``wait_for_change``, but stream appends made elsewhere count too (on
+        PostgreSQL they are announced apart, so that a token stream does not wake every
+        worker's scheduler). One waiter per store, like ``wait_for_change``, and a separate
+        one: each may be waited on without taking wake-ups from the other."""
+
 
 class Blobs(abc.ABC):
     """Storing the content-addressed chunks of large payloads (``payloads.offload``).
@@ -471,6 +611,24 @@ class RunJournal(ReadSide, Blobs):
         """Payload of the latest ``ctx.state`` write of ``key`` before ``before_seq``."""
 
     @abc.abstractmethod
+    async def append_stream(
+        self,
+        run_id: str,
+        epoch: int,
+        append: StreamAppend,
+        entries: Sequence[Entry],
+        now: float,
+    ) -> bool:
+        """Append to (or close) a stream of a running run, fenced, and write ``entries``
+        (workflow code's buffered values and its publish or close entry) in the same
+        transaction. Offsets are taken in commit order, dense per stream.
+
+        Returns False, writing nothing, when this append was written already (the journal
+        holds the entry at ``append.seq``, or the stream holds the batch's first origin).
+        Raises ``LeaseLost`` when the epoch is not current, ``StreamClosed`` when the stream
+        was closed or the run is not running."""
+
+    @abc.abstractmethod
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
         """Write token-usage rows: a ``spent`` row replaces the one with its key, a ``saved``
         row adds its counts to it. Not fenced: tokens a zombie spent were spent."""
@@ -559,6 +717,13 @@ class Control(abc.ABC):
     @abc.abstractmethod
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         """Copy the completed entries of ``src`` below ``before_seq`` to ``dst`` (fork)."""
+
+    @abc.abstractmethod
+    async def copy_streams(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
+        """Copy what ``src``'s current generation appended to its streams from journal
+        positions below ``before_seq`` to ``dst`` (fork; after ``copy_journal``), offsets
+        renumbered from 0; streams its copied journal closed are closed. Returns how many
+        items were copied."""
 
 
 class Maintenance(ReadSide):

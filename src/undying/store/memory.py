@@ -53,6 +53,7 @@ from .base import (
     fence_error,
     wait_key,
 )
+from .memory_streams import MemoryStream, MemoryStreams
 from .sqlite import DURABILITY, INLINE_PAYLOAD
 
 SCHEME = "memory://"
@@ -85,6 +86,8 @@ class MemoryDatabase:
     #: token usage rows by run, keyed as the usage table (generation, seq, epoch, attempt,
     #: kind, provider, model)
     usage: dict[str, dict[tuple[Any, ...], UsageRow]] = field(default_factory=dict)
+    #: streams by run, then by name
+    streams: dict[str, dict[str, MemoryStream]] = field(default_factory=dict)
     #: the open stores by worker id: a run's owner is alive while its store is open
     live: dict[str, MemoryStore] = field(default_factory=dict)
 
@@ -141,7 +144,7 @@ def _listens(key: str | None, name: str) -> bool:
     return key is not None and f"\n{name}\n" in key
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryStreams, Store):
     """A store whose database is a few dicts in this process (see the module docstring)."""
 
     def __init__(self, url: str = SCHEME, *, durability: str = "normal") -> None:
@@ -161,6 +164,7 @@ class MemoryStore(Store):
         self._private = None if self.name else MemoryDatabase()
         self._database: MemoryDatabase | None = None
         self._changed: asyncio.Event | None = None  # bound to the loop the store is used in
+        self._activity: asyncio.Event | None = None
         self._worker_id = ""
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -177,14 +181,16 @@ class MemoryStore(Store):
         db.live[worker_id] = self
         self._database, self._worker_id = db, worker_id
         self._changed = asyncio.Event()
+        self._activity = asyncio.Event()
 
     async def close(self) -> None:
         db, self._database = self._database, None
         if db is not None and db.live.get(self._worker_id) is self:
             del db.live[self._worker_id]  # its runs' owner is now dead: taken over at once
-        if self._changed is not None:
-            self._changed.set()  # a pending wait_for_change returns
-            self._changed = None
+        for flag in (self._changed, self._activity):
+            if flag is not None:
+                flag.set()  # a pending wait returns
+        self._changed = self._activity = None
 
     async def migrate(self) -> list[str]:
         return []  # there is no schema: a new database is already current
@@ -200,6 +206,8 @@ class MemoryStore(Store):
         for store in self.db.live.values():
             if store is not self and store._changed is not None:
                 store._changed.set()
+                if store._activity is not None:
+                    store._activity.set()
 
     def _fenced(self, run_id: str, epoch: int) -> RunRecord:
         run = self.db.runs.get(run_id)
@@ -610,7 +618,7 @@ class MemoryStore(Store):
             if r.status in TERMINAL and r.updated_at < older_than and r.parent_id is None
         ]
         tables: tuple[dict[str, Any], ...] = (db.runs, db.wait_events, db.children)
-        tables += (db.journals, db.events, db.lineage, db.usage)
+        tables += (db.journals, db.events, db.lineage, db.usage, db.streams)
         deleted = 0
         for root in old:
             for run in self._tree(root):
@@ -744,7 +752,13 @@ class MemoryStore(Store):
     async def wait_for_change(self, timeout: float) -> bool:
         """Wait until another store of this database changes something (each store's own
         writes do not wake it, as on SQLite)."""
-        changed = self._changed
+        return await self._wait(self._changed, timeout)
+
+    async def wait_for_activity(self, timeout: float) -> bool:
+        """As ``wait_for_change`` (any change counts, as on SQLite), with a flag of its own."""
+        return await self._wait(self._activity, timeout)
+
+    async def _wait(self, changed: asyncio.Event | None, timeout: float) -> bool:
         if changed is None:
             raise StoreError("the store is not open: use `async with app:` first")
         if not changed.is_set():

@@ -6,7 +6,9 @@ Kept apart from the store so the store reads as what it stores, not how it stays
 The pool serves statements, in autocommit mode. The *lifeline* is one connection of the
 store's own outside the pool: it holds a session advisory lock keyed by the worker id (which
 PostgreSQL frees the moment the session ends, so other workers can tell a dead owner at once)
-and ``LISTEN``s for changes, which ``wait_for_change`` reports.
+and ``LISTEN``s for changes, which ``wait_for_change`` reports. A stream append's notification
+ends in ``STREAM_NOTE``: it is reported by ``wait_for_activity`` only, so that tokens streamed
+by one run do not wake every worker's scheduler.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ SESSION_OPTIONS = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_
 #: or during statements: admin_shutdown (``pg_terminate_backend``, a fast shutdown or
 #: restart), crash_shutdown (another backend crashed), idle_session_timeout.
 SESSION_ENDED = frozenset({"57P01", "57P02", "57P05"})
+#: the end of a stream append's notification payload (after the store's token)
+STREAM_NOTE = ":stream"
 
 
 class WorkerIdTaken(Exception):
@@ -114,6 +118,7 @@ class Sessions:
         self._lifeline: Conn | None = None
         self._listener: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._activity = asyncio.Event()
         self._worker_id = ""
         self._token = ""
         self._closing = False
@@ -135,6 +140,7 @@ class Sessions:
         self._worker_id, self._token = worker_id, token
         self._closing = False
         self._changed = asyncio.Event()
+        self._activity = asyncio.Event()
         try:
             # The lifeline first: a direct connection fails fast with the server's own
             # message (the pool would retry until its timeout).
@@ -208,15 +214,21 @@ class Sessions:
                     self._lifeline = await self._connect_lifeline()
                     log.info("lifeline to %s re-established", redact(self.url))
                     self._changed.set()
+                    self._activity.set()
                 failures = 0
+                own = (self._token, self._token + STREAM_NOTE)
                 async with contextlib.aclosing(self._lifeline.notifies()) as notes:
                     async for note in notes:
-                        if note.payload != self._token:
+                        if note.payload in own:
+                            continue
+                        if not note.payload.endswith(STREAM_NOTE):
                             self._changed.set()
+                        self._activity.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._changed.set()
+                self._activity.set()
                 if self._lifeline is not None:
                     with contextlib.suppress(Exception):
                         await self._lifeline.close()
@@ -228,14 +240,21 @@ class Sessions:
 
     async def wait_for_change(self, timeout: float) -> bool:
         """See ``PostgresStore.wait_for_change``."""
+        return await self._wait(self._changed, timeout)
+
+    async def wait_for_activity(self, timeout: float) -> bool:
+        """See ``PostgresStore.wait_for_activity``."""
+        return await self._wait(self._activity, timeout)
+
+    async def _wait(self, flag: asyncio.Event, timeout: float) -> bool:
         if self._listener is None:
             raise StoreError("the store is not open: use `async with app:` first")
-        if not self._changed.is_set():
+        if not flag.is_set():
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await asyncio.wait_for(flag.wait(), timeout)
             except TimeoutError:
                 return False
-        self._changed.clear()
+        flag.clear()
         return True
 
     @property

@@ -47,7 +47,9 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
 
 from .base import (
     CANCELLED,
+    CLOSE_STREAM,
     PENDING,
+    PUBLISH,
     RUNNING,
     Claim,
     Entry,
@@ -57,16 +59,21 @@ from .base import (
     RunFilter,
     RunRecord,
     Store,
+    StreamAppend,
+    StreamInfo,
+    StreamPage,
     TransactionFnFailed,
     UsageRow,
     UsageTotal,
     child_event_name,
     fence_error,
+    stream_page,
+    stream_refusal,
     usage_params,
     wait_key,
 )
 from .migrations import Ledger, migrate
-from .pg_session import Conn, Sessions, records, redact, retried_once
+from .pg_session import STREAM_NOTE, Conn, Sessions, records, redact, retried_once
 from .sqlfiles import migrations, queries
 
 DURABILITY = ("normal", "full")
@@ -645,7 +652,73 @@ class PostgresStore(Store):
         flagged.reverse()
         return flagged
 
+    # -- streams ---------------------------------------------------------------------------------
+    @retried_once
+    async def append_stream(
+        self,
+        run_id: str,
+        epoch: int,
+        append: StreamAppend,
+        entries: Sequence[Entry],
+        now: float,
+    ) -> bool:
+        params = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "stream": append.stream,
+            "generation": append.generation,
+            "seq": append.seq,
+            "attempt": append.attempt,
+            "first_idx": append.first_idx,
+            "kind": CLOSE_STREAM if append.close else PUBLISH,
+            "payloads": list(append.payloads),
+            "count": len(append.payloads),
+            "closed_at": now if append.close else None,
+            "marker": append.marker,
+            "now": now,
+            "note": self._token + STREAM_NOTE,
+        }
+        [(at_epoch, status, done, appended, _, _)] = await self._fenced(
+            self._q["append_stream"], params, run_id, epoch, entries
+        )
+        if done:
+            return False
+        if not appended:
+            current = (epoch, status) if at_epoch else None
+            if current is None:
+                async with self._conn() as conn:
+                    cur = await conn.execute(self._q["check_epoch"], (run_id,))
+                    row = await cur.fetchone()
+                current = None if row is None else (int(row[0]), "")
+            raise stream_refusal(run_id, append.stream, epoch, current)
+        return True
+
+    @retried_once
+    async def read_stream(self, run_id: str, stream: str, offset: int, limit: int) -> StreamPage:
+        params = {"run_id": run_id, "stream": stream, "offset": offset, "limit": limit}
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["read_stream"], params, prepare=True)
+            return stream_page(await cur.fetchall())
+
+    @retried_once
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        async with self._conn() as conn, conn.cursor(row_factory=records(StreamInfo)) as cur:
+            await cur.execute(self._q["list_streams"], (run_id,))
+            return await cur.fetchall()
+
+    @retried_once
+    async def copy_streams(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
+        params = {"src": src_run_id, "dst": dst_run_id, "before": before_seq}
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["copy_streams"], params)
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     # -- change notification -----------------------------------------------------------------
+    async def wait_for_activity(self, timeout: float) -> bool:
+        """Like ``wait_for_change``, stream appends made by other stores included."""
+        return await self.sessions.wait_for_activity(timeout)
+
     async def wait_for_change(self, timeout: float) -> bool:
         """Wait for a notification from another store (or a lifeline reconnect, after which
         anything may have changed). Never raises for a broken connection: the listener

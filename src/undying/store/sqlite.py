@@ -28,8 +28,12 @@ from typing import Any, TypeVar
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
 from .base import (
     CANCELLED,
+    CLOSE_STREAM,
     PENDING,
+    PUBLISH,
+    RETRY,
     RUNNING,
+    VALUE,
     Claim,
     Entry,
     EventRecord,
@@ -38,10 +42,15 @@ from .base import (
     RunFilter,
     RunRecord,
     Store,
+    StreamAppend,
+    StreamInfo,
+    StreamPage,
     TransactionFnFailed,
     UsageRow,
     UsageTotal,
     fence_error,
+    stream_page,
+    stream_refusal,
     usage_params,
     wait_key,
 )
@@ -99,6 +108,7 @@ class SQLiteStore(Store):
         self._lock_fd: int | None = None
         self._dead: set[str] = set()
         self._data_version = 0
+        self._activity_version = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self, worker_id: str) -> None:
@@ -149,6 +159,7 @@ class SQLiteStore(Store):
             self._db = db
             self._applied = await migrate(_SQLiteLedger(self), migrations("sqlite"))
             self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+            self._activity_version = self._data_version
         except BaseException as exc:
             self._db = None
             db.close()
@@ -476,7 +487,14 @@ class SQLiteStore(Store):
             if not rows:
                 return 0
             ids = json.dumps([run_id for (run_id,) in rows])
-            for below in ("delete_journals", "delete_events", "delete_lineage", "delete_usage"):
+            for below in (
+                "delete_journals",
+                "delete_events",
+                "delete_lineage",
+                "delete_usage",
+                "delete_stream_items",
+                "delete_stream_heads",
+            ):
                 db.execute(self._q[below], (ids,))
             return int(db.execute(self._q["delete_runs"], (ids,)).rowcount)
 
@@ -550,14 +568,90 @@ class SQLiteStore(Store):
                     db.execute(self._q["cancel_idle"], (error, now, rid))
         return flagged
 
+    # -- streams ---------------------------------------------------------------------------------
+    async def append_stream(
+        self,
+        run_id: str,
+        epoch: int,
+        append: StreamAppend,
+        entries: Sequence[Entry],
+        now: float,
+    ) -> bool:
+        q, name = self._q, append.stream
+        keys = {
+            "run_id": run_id,
+            "stream": name,
+            "generation": append.generation,
+            "seq": append.seq,
+            "epoch": epoch,
+            "attempt": append.attempt,
+        }
+        origin = tuple(keys.values())
+        with self._tx() as db:
+            if append.attempt:
+                done = db.execute(q["stream_origin_written"], (*origin, append.first_idx))
+            else:
+                kind = CLOSE_STREAM if append.close else PUBLISH
+                done = db.execute(q["stream_entry_written"], (run_id, append.seq, kind, name))
+            if done.fetchone() is not None:
+                return False
+            current = db.execute(q["stream_run"], (run_id,)).fetchone()
+            if current is None or tuple(current) != (epoch, RUNNING):
+                raise stream_refusal(run_id, name, epoch, current)
+            discarded = 0
+            if append.marker is not None:
+                discarded = db.execute(q["stream_discarded"], keys).fetchone()[0]
+            taken = len(append.payloads) + (1 if discarded else 0)
+            closed_at = now if append.close else None
+            head = db.execute(
+                q["reserve_stream"],
+                {**keys, "length": taken, "closed_at": closed_at, "now": now},
+            ).fetchone()
+            if head is None:
+                raise stream_refusal(run_id, name, epoch, (epoch, RUNNING))
+            offset = head[0] - taken
+            rows: list[tuple[Any, ...]] = []
+            if discarded:
+                marker = (*origin[:2], offset, RETRY, *origin[2:], -1, discarded, append.marker)
+                rows.append((*marker, now))
+                offset += 1
+            rows += [
+                (*origin[:2], offset + i, VALUE, *origin[2:], append.first_idx + i, 0, value, now)
+                for i, value in enumerate(append.payloads)
+            ]
+            db.executemany(q["insert_stream_item"], rows)
+            self._write_pending(db, run_id, epoch, entries)
+        return True
+
+    async def read_stream(self, run_id: str, stream: str, offset: int, limit: int) -> StreamPage:
+        params = {"run_id": run_id, "stream": stream, "offset": offset, "limit": limit}
+        return stream_page(self.db.execute(self._q["read_stream"], params).fetchall())
+
+    async def list_streams(self, run_id: str) -> list[StreamInfo]:
+        return list(_records(self.db.execute(self._q["list_streams"], (run_id,)), StreamInfo))
+
+    async def copy_streams(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
+        params = {"src": src_run_id, "dst": dst_run_id, "before": before_seq}
+        with self._tx() as db:
+            copied = db.execute(self._q["copy_stream_items"], params).rowcount
+            db.execute(self._q["copy_stream_heads"], {"dst": dst_run_id})
+        return int(copied)
+
     # -- change notification -----------------------------------------------------------------
     async def wait_for_change(self, timeout: float) -> bool:
         """Poll ``PRAGMA data_version``: it changes when another connection commits."""
+        return await self._poll_version("_data_version", timeout)
+
+    async def wait_for_activity(self, timeout: float) -> bool:
+        """As ``wait_for_change`` (any commit counts), remembering its own last version."""
+        return await self._poll_version("_activity_version", timeout)
+
+    async def _poll_version(self, seen: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             version = self.db.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:
-                self._data_version = version
+            if version != getattr(self, seen):
+                setattr(self, seen, version)
                 return True
             left = deadline - time.monotonic()
             if left <= 0:

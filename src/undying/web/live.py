@@ -1,10 +1,13 @@
 """Live pages: one watcher of the store for the whole server, and server-sent events.
 
-A store's ``wait_for_change`` is made for one waiter (SQLite compares ``PRAGMA data_version``
-with the last value it saw; PostgreSQL and memory clear one flag), so every open page waiting
-on it directly would steal wake-ups from the others. ``ChangeFeed`` is the single waiter: it
-turns each change into a new *ticket* every stream can wait on. A stream takes its ticket
-before it reads, so a change made while it renders is never missed.
+A store's ``wait_for_activity`` is made for one waiter (SQLite compares ``PRAGMA
+data_version`` with the last value it saw; PostgreSQL and memory clear one flag), so every
+open page waiting on it directly would steal wake-ups from the others. (The feed waits on
+``wait_for_activity`` rather than ``wait_for_change`` because stream appends wake it too: the
+run page shows a run's streams live, and PostgreSQL announces appends apart.)
+``ChangeFeed`` is the single waiter: it turns each change into a new *ticket* every stream
+can wait on. A stream takes its ticket before it reads, so a change made while it renders is
+never missed.
 
 Writes made through this process's own App (the action buttons) do not wake its own store
 (a store ignores its own commits), so the actions ``bump`` the feed themselves.
@@ -70,7 +73,7 @@ class ChangeFeed:
     async def _watch(self) -> None:
         while True:
             try:
-                changed = await self._reads.wait_for_change(FEED_WAIT)
+                changed = await self._reads.wait_for_activity(FEED_WAIT)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broken connection: the store reconnects by itself

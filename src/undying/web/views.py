@@ -26,6 +26,7 @@ from ..store.base import (
     RunFilter,
     RunRecord,
 )
+from ..streams import StreamRetry, decoded
 from .timeline import Bar, Timeline, build_timeline, human_duration
 from .values import Shown, displayable, show_frame, show_value
 
@@ -38,6 +39,8 @@ _AGE_SECONDS = dict(AGES)
 #: an event a finished child sends its parent (store.base.child_event_name)
 CHILD_EVENT_PREFIX = "undying.child:"
 SHORT = 90
+#: the last items of a stream a run page shows
+STREAM_SHOWN = 500
 
 
 def when(ts: float | None) -> str:
@@ -55,6 +58,10 @@ def short(codec: Codec, frame: bytes | None, width: int = SHORT) -> str:
         value = codec.decode(frame)
     except UndyingError:
         return "(not decodable here)"
+    return _preview(value, width)
+
+
+def _preview(value: Any, width: int) -> str:
     text = value if isinstance(value, str) else json.dumps(displayable(value), ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -219,6 +226,30 @@ class UsageLine:
 
 
 @dataclass(slots=True)
+class StreamRow:
+    offset: int
+    value: str  # a one-line preview, or what a marker says
+    retry: bool = False
+    step: str = ""  # a value published by a step: its journal position; markers: the step
+
+
+@dataclass(slots=True)
+class StreamPanel:
+    """One of the run's streams (ctx.publish): its last items, and, when its values are all
+    text, the text a reader shows (a step's cut attempt dropped at its marker)."""
+
+    name: str
+    length: int
+    closed: bool
+    rows: list[StreamRow]
+    text: str | None
+
+    @property
+    def first_shown(self) -> int:
+        return self.rows[0].offset if self.rows else 0
+
+
+@dataclass(slots=True)
 class RunView:
     run: RunRecord
     entries: list[Entry]
@@ -233,6 +264,7 @@ class RunView:
     error: ErrorInfo | None
     error_value: Shown | None
     events: list[EventRow]
+    streams: list[StreamPanel]
     children: list[RunRecord]
     usage: list[UsageLine] | None
     waiting_for: list[str]
@@ -289,6 +321,7 @@ async def run_view(reads: ReadSide, codec: Codec, run: RunRecord, page: int = 0)
         error=error,
         error_value=error_value,
         events=await _events(reads, codec, run.run_id),
+        streams=await _streams(reads, codec, run.run_id),
         children=await reads.list_runs(RunFilter(parent_id=run.run_id, limit=PAGE_SIZE)),
         usage=await load_usage(reads, run.run_id),
         waiting_for=[e.name for e in entries if e.status == ARMED and e.kind == "event"],
@@ -311,6 +344,42 @@ def _input(codec: Codec, frame: bytes) -> Shown:
     shown = show_value(value)
     shown.stored_bytes = len(frame)
     return shown
+
+
+async def _streams(reads: ReadSide, codec: Codec, run_id: str) -> list[StreamPanel]:
+    panels: list[StreamPanel] = []
+    for info in await reads.list_streams(run_id):
+        start = max(info.length - STREAM_SHOWN, 0)
+        items = (await reads.read_stream(run_id, info.name, start, STREAM_SHOWN)).items
+        rows: list[StreamRow] = []
+        texts: list[tuple[int, str]] | None = [] if start == 0 else None
+        for item in items:
+            try:
+                value = decoded(codec, run_id, info.name, item)
+            except UndyingError as exc:
+                rows.append(StreamRow(item.offset, f"<cannot decode: {exc}>"))
+                texts = None
+                continue
+            if isinstance(value, StreamRetry):
+                said = (
+                    f"step {value.step} (#{value.position}) runs again, attempt "
+                    f"{value.attempt}: its {value.discarded} value(s) before are void"
+                )
+                rows.append(StreamRow(item.offset, said, retry=True, step=value.step))
+                if texts is not None:  # what a reader shows: the cut attempt's text dropped
+                    mine = [i for i, (seq, _) in enumerate(texts) if seq == value.position]
+                    for index in reversed(mine[len(mine) - value.discarded :]):
+                        del texts[index]
+                continue
+            origin = f"#{item.seq}" if item.attempt else ""
+            rows.append(StreamRow(item.offset, _preview(value, SHORT), step=origin))
+            if texts is not None and isinstance(value, str):
+                texts.append((item.seq, value))
+            else:
+                texts = None
+        text = None if not texts else "".join(t for _, t in texts)
+        panels.append(StreamPanel(info.name, info.length, info.closed_at is not None, rows, text))
+    return panels
 
 
 async def _events(reads: ReadSide, codec: Codec, run_id: str) -> list[EventRow]:

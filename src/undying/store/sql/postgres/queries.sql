@@ -470,6 +470,10 @@ WITH RECURSIVE tree (run_id) AS (
     DELETE FROM lineage WHERE run_id IN (SELECT run_id FROM tree)
 ), usage_gone AS (
     DELETE FROM usage WHERE run_id IN (SELECT run_id FROM tree)
+), streams_gone AS (
+    DELETE FROM streams WHERE run_id IN (SELECT run_id FROM tree)
+), stream_items_gone AS (
+    DELETE FROM stream_items WHERE run_id IN (SELECT run_id FROM tree)
 )
 DELETE FROM runs WHERE run_id IN (SELECT run_id FROM tree)
 
@@ -553,3 +557,133 @@ SELECT kind, outcome, provider, model, SUM(calls)::bigint AS calls,
 FROM usage WHERE run_id = %s
 GROUP BY kind, outcome, provider, model
 ORDER BY kind, provider, model, outcome
+
+-- Durable streams (006_streams.sql).
+
+-- name: append_stream
+-- One statement, all or nothing: the fence (the run at this epoch, running, share-locked as
+-- by every fenced write), the check that this append is not written already (a retry after a
+-- lost acknowledgement), the marker of a step run again, the offsets (the upsert of the
+-- stream's row, which waits for a concurrent append to the same stream and adds to its
+-- length), the items, workflow code's journal entries and the notification. Returns (runs at
+-- this epoch, their status, written already, appended) so the store can tell a refusal from
+-- a repeat.
+WITH run AS (
+    SELECT run_id, status FROM runs
+    WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+    FOR SHARE
+), done AS (
+    SELECT 1 FROM journal
+    WHERE %(attempt)s::integer = 0 AND run_id = %(run_id)s AND seq = %(seq)s
+      AND kind = %(kind)s AND name = %(stream)s AND status = 'ok'
+    UNION ALL
+    SELECT 1 FROM stream_items
+    WHERE %(attempt)s::integer > 0 AND run_id = %(run_id)s AND stream = %(stream)s
+      AND generation = %(generation)s AND seq = %(seq)s AND epoch = %(epoch)s
+      AND attempt = %(attempt)s AND idx = %(first_idx)s AND attempt > 0
+), go AS (
+    SELECT run_id FROM run WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM done)
+), voided AS (
+    -- the values earlier attempts of the step left since its last marker (stream_discarded
+    -- in the SQLite queries)
+    SELECT count(*) AS n FROM stream_items
+    WHERE %(marker)s::bytea IS NOT NULL AND run_id = %(run_id)s AND stream = %(stream)s
+      AND generation = %(generation)s AND seq = %(seq)s AND attempt > 0 AND kind = 'value'
+      AND (epoch, attempt) < (%(epoch)s::bigint, %(attempt)s::integer)
+      AND stream_offset > coalesce((
+          SELECT max(stream_offset) FROM stream_items
+          WHERE run_id = %(run_id)s AND stream = %(stream)s AND generation = %(generation)s
+            AND seq = %(seq)s AND attempt > 0 AND kind = 'retry'), -1)
+), head AS (
+    INSERT INTO streams (run_id, stream, length, closed_at, created_at, updated_at)
+    SELECT go.run_id, %(stream)s::text, %(count)s::bigint + (voided.n > 0)::integer,
+           %(closed_at)s::float8, %(now)s::float8, %(now)s::float8
+    FROM go, voided
+    ON CONFLICT (run_id, stream) DO UPDATE SET
+        length = streams.length + excluded.length,
+        closed_at = coalesce(streams.closed_at, excluded.closed_at),
+        updated_at = excluded.updated_at
+    WHERE streams.closed_at IS NULL OR excluded.length = 0
+    RETURNING length
+), marker AS (
+    INSERT INTO stream_items (run_id, stream, stream_offset, kind, generation, seq, epoch,
+                              attempt, idx, discarded, payload, created_at)
+    SELECT %(run_id)s::text, %(stream)s::text, head.length - %(count)s::bigint - 1, 'retry',
+           %(generation)s::integer, %(seq)s::integer, %(epoch)s::bigint, %(attempt)s::integer,
+           -1, voided.n, %(marker)s::bytea, %(now)s::float8
+    FROM head, voided WHERE voided.n > 0
+), items AS (
+    INSERT INTO stream_items (run_id, stream, stream_offset, kind, generation, seq, epoch,
+                              attempt, idx, discarded, payload, created_at)
+    SELECT %(run_id)s::text, %(stream)s::text, head.length - %(count)s::bigint + v.ord - 1,
+           'value', %(generation)s::integer, %(seq)s::integer, %(epoch)s::bigint,
+           %(attempt)s::integer, %(first_idx)s::integer + v.ord - 1, 0, v.payload,
+           %(now)s::float8
+    FROM head, unnest(%(payloads)s::bytea[]) WITH ORDINALITY AS v (payload, ord)
+), written AS (
+    INSERT INTO journal (run_id, seq, kind, name, digest, status, attempt, started_at,
+                         finished_at, payload)
+    SELECT %(run_id)s::text, e.seq, e.kind, e.name, e.digest, e.status, e.attempt,
+           e.started_at, e.finished_at, e.payload
+    FROM head,
+         unnest(%(e_seq)s::integer[], %(e_kind)s::text[], %(e_name)s::text[], %(e_digest)s::bytea[],
+                %(e_status)s::text[], %(e_attempt)s::integer[], %(e_started_at)s::float8[],
+                %(e_finished_at)s::float8[], %(e_payload)s::bytea[])
+           AS e (seq, kind, name, digest, status, attempt, started_at, finished_at, payload)
+    ORDER BY e.seq
+    ON CONFLICT (run_id, seq) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name, digest = excluded.digest,
+        status = excluded.status, attempt = excluded.attempt, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, payload = excluded.payload
+    WHERE journal.status IN ('intent', 'waiting')
+    RETURNING seq
+)
+SELECT (SELECT count(*) FROM run), (SELECT status FROM run), (SELECT count(*) FROM done),
+       (SELECT count(*) FROM head),
+       undying_fence((SELECT count(*) FROM head) = 0
+                     OR (SELECT count(*) FROM written) = %(n)s),
+       (SELECT count(*) FROM (SELECT pg_notify('undying', %(note)s) FROM head) AS sent)
+
+-- name: read_stream
+-- One statement, one snapshot: the run's status, the stream's length and closing, and its
+-- items from the offset (no row at all: no such run; one row of NULL items: none yet).
+SELECT r.status AS run_status, h.length, h.closed_at, i.stream_offset, i.kind, i.payload,
+       i.generation, i.seq, i.attempt, i.discarded, i.created_at
+FROM runs r
+LEFT JOIN streams h ON h.run_id = r.run_id AND h.stream = %(stream)s
+LEFT JOIN LATERAL (
+    SELECT * FROM stream_items
+    WHERE run_id = r.run_id AND stream = %(stream)s AND stream_offset >= %(offset)s
+    ORDER BY stream_offset LIMIT %(limit)s) i ON TRUE
+WHERE r.run_id = %(run_id)s
+ORDER BY i.stream_offset
+
+-- name: list_streams
+SELECT stream AS name, length, closed_at, created_at, updated_at FROM streams
+WHERE run_id = %s ORDER BY created_at, stream
+
+-- name: copy_streams
+-- fork: what the source's current generation appended from positions below the fork point,
+-- renumbered from 0 in each stream as generation 0 of the new run, and the new run's
+-- streams: those it got items of and those its copied journal (copy_journal) closed.
+WITH picked AS (
+    SELECT i.*, row_number() OVER (PARTITION BY i.stream ORDER BY i.stream_offset) - 1 AS fresh
+    FROM stream_items i JOIN runs r ON r.run_id = i.run_id AND r.generation = i.generation
+    WHERE i.run_id = %(src)s AND i.seq < %(before)s
+), copied AS (
+    INSERT INTO stream_items (run_id, stream, stream_offset, kind, generation, seq, epoch,
+                              attempt, idx, discarded, payload, created_at)
+    SELECT %(dst)s::text, stream, fresh, kind, 0, seq, epoch, attempt, idx, discarded, payload,
+           created_at
+    FROM picked
+    RETURNING 1
+), heads AS (
+    INSERT INTO streams (run_id, stream, length, closed_at, created_at, updated_at)
+    SELECT %(dst)s::text, stream, sum(items), max(closed_at), min(created_at), max(created_at)
+    FROM (SELECT stream, 1 AS items, NULL::float8 AS closed_at, created_at FROM picked
+          UNION ALL
+          SELECT name, 0, finished_at, finished_at FROM journal
+          WHERE run_id = %(dst)s AND kind = 'close_stream' AND status = 'ok') AS s
+    GROUP BY stream
+)
+SELECT count(*) FROM copied

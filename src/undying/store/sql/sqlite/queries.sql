@@ -319,3 +319,93 @@ SELECT kind, outcome, provider, model, SUM(calls) AS calls,
 FROM usage WHERE run_id = ?
 GROUP BY kind, outcome, provider, model
 ORDER BY kind, provider, model, outcome
+
+-- Durable streams (007_streams.sql). append_stream runs these in one BEGIN IMMEDIATE, so the
+-- run's epoch and status, the stream's length and the journal entries are read and written
+-- under one write lock.
+
+-- name: stream_entry_written
+-- Workflow code's publish or close already journaled at this position: the append is done.
+SELECT 1 FROM journal WHERE run_id = ? AND seq = ? AND kind = ? AND name = ? AND status = 'ok'
+
+-- name: stream_origin_written
+-- A step's batch whose first value is stored already (a retry after a lost acknowledgement).
+SELECT 1 FROM stream_items
+WHERE run_id = ? AND stream = ? AND generation = ? AND seq = ? AND epoch = ? AND attempt = ?
+  AND idx = ? AND attempt > 0  -- the partial index stream_items_origin
+
+-- name: stream_run
+SELECT epoch, status FROM runs WHERE run_id = ?
+
+-- name: stream_discarded
+-- The values earlier attempts of a step (origins before this epoch and attempt) left in the
+-- stream since the step's last marker: what a marker put now makes void.
+SELECT count(*) FROM stream_items
+WHERE run_id = :run_id AND stream = :stream AND generation = :generation AND seq = :seq
+  AND attempt > 0 AND kind = 'value' AND (epoch, attempt) < (:epoch, :attempt)
+  AND stream_offset > coalesce((
+      SELECT max(stream_offset) FROM stream_items
+      WHERE run_id = :run_id AND stream = :stream AND generation = :generation AND seq = :seq
+        AND attempt > 0 AND kind = 'retry'), -1)
+
+-- name: reserve_stream
+-- Take `length` offsets (a close takes none and closes). Refused (no row) for a closed
+-- stream, unless this is a close: closing twice is closing once.
+INSERT INTO streams (run_id, stream, length, closed_at, created_at, updated_at)
+VALUES (:run_id, :stream, :length, :closed_at, :now, :now)
+ON CONFLICT (run_id, stream) DO UPDATE SET
+    length = streams.length + excluded.length,
+    closed_at = coalesce(streams.closed_at, excluded.closed_at),
+    updated_at = excluded.updated_at
+WHERE streams.closed_at IS NULL OR excluded.length = 0
+RETURNING length
+
+-- name: insert_stream_item
+INSERT INTO stream_items (run_id, stream, stream_offset, kind, generation, seq, epoch, attempt,
+                          idx, discarded, payload, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: read_stream
+-- One statement, one snapshot: the run's status, the stream's length and closing, and its
+-- items from the offset (no row at all: no such run; one row of NULL items: none yet).
+SELECT r.status AS run_status, h.length, h.closed_at, i.stream_offset, i.kind,
+       i.payload, i.generation, i.seq, i.attempt, i.discarded, i.created_at
+FROM runs r
+LEFT JOIN streams h ON h.run_id = r.run_id AND h.stream = :stream
+LEFT JOIN (SELECT * FROM stream_items
+           WHERE run_id = :run_id AND stream = :stream AND stream_offset >= :offset
+           ORDER BY stream_offset LIMIT :limit) i ON 1
+WHERE r.run_id = :run_id
+ORDER BY i.stream_offset
+
+-- name: list_streams
+SELECT stream AS name, length, closed_at, created_at, updated_at FROM streams
+WHERE run_id = ? ORDER BY created_at, stream
+
+-- name: copy_stream_items
+-- fork: what the source's current generation appended from positions below the fork point,
+-- renumbered from 0 in each stream, as generation 0 of the new run.
+INSERT INTO stream_items (run_id, stream, stream_offset, kind, generation, seq, epoch, attempt,
+                          idx, discarded, payload, created_at)
+SELECT :dst, i.stream,
+       row_number() OVER (PARTITION BY i.stream ORDER BY i.stream_offset) - 1,
+       i.kind, 0, i.seq, i.epoch, i.attempt, i.idx, i.discarded, i.payload, i.created_at
+FROM stream_items i JOIN runs r ON r.run_id = i.run_id AND r.generation = i.generation
+WHERE i.run_id = :src AND i.seq < :before
+
+-- name: copy_stream_heads
+-- The new run's streams: those it got items of, and those its copied journal closed.
+INSERT INTO streams (run_id, stream, length, closed_at, created_at, updated_at)
+SELECT :dst, stream, sum(items), max(closed_at), min(created_at), max(created_at)
+FROM (SELECT stream, 1 AS items, NULL AS closed_at, created_at FROM stream_items
+      WHERE run_id = :dst
+      UNION ALL
+      SELECT name, 0, finished_at, finished_at FROM journal
+      WHERE run_id = :dst AND kind = 'close_stream' AND status = 'ok')
+GROUP BY stream
+
+-- name: delete_stream_heads
+DELETE FROM streams WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_stream_items
+DELETE FROM stream_items WHERE run_id IN (SELECT value FROM json_each(?))
