@@ -180,5 +180,6 @@ def test_the_read_side_has_no_write_methods() -> None:
         "list_events",
         "wait_for_change",
         "load_usage",  # token totals of a run: a read
+        "list_schedules",  # schedules and their state (`undying schedules`)
     }
     assert issubclass(Store, ReadSide)
