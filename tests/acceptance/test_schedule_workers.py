@@ -59,7 +59,8 @@ async def completed_ticks(url: str, *, after: float, count: int, timeout: float)
 
 async def all_ticks(url: str) -> list[float]:
     async with App(url, worker=False) as client:
-        return sorted(tick_of(r.run_id) for r in await client.store.list_runs(RunFilter(limit=10_000)))
+        runs = await client.store.list_runs(RunFilter(limit=10_000))
+    return sorted(tick_of(r.run_id) for r in runs)
 
 
 async def clock_passes(url: str, t: float) -> None:
