@@ -292,6 +292,9 @@ class ReadOnly(ReadSide):
     async def load_usage(self, run_id: str) -> Any:
         return await self._store.load_usage(run_id)
 
+    async def list_schedules(self) -> Any:
+        return await self._store.list_schedules()
+
 
 def reading_through(db: str, wrapper: type[ReadOnly]) -> OpenBackend:
     """The UI's backend on ``db`` with its store seen through ``wrapper``."""
