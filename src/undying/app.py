@@ -254,19 +254,19 @@ class App:
                 priority=priority,
             )
 
-        define(name or "(named after its workflow)", "")  # a bad definition fails here
+        define(name or "", "")  # a bad definition fails here, before the workflow is known
 
         def register(fn: Callable[..., Any] | str) -> str:
             if isinstance(fn, str):
                 wf_name = self.registry.name_of(fn)
-                fn = self.registry.workflows[wf_name].fn
+                check_tick_signature(self.registry.workflows[wf_name].fn, name or wf_name)
             else:
+                check_tick_signature(fn, name or str(getattr(fn, "__qualname__", fn)))
                 registered = self.registry.workflows.get(getattr(fn, "__undying_workflow__", ""))
                 if registered is None or registered.fn is not fn:
                     self.workflow(fn)  # not a workflow of this app yet: as @app.workflow()
                 wf_name = self.registry.name_of(fn)
             schedule_name = check_schedule_name(name or wf_name)
-            check_tick_signature(fn, schedule_name)
             self.registry.add_schedule(define(schedule_name, wf_name))
             return schedule_name
 

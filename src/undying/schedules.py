@@ -167,7 +167,7 @@ def make_schedule(
 ) -> Schedule:
     """A ``Schedule``, every argument checked, with an ``InvalidArgument`` that says what to
     pass instead."""
-    what = f"schedule {name!r}"
+    what = f"schedule {name!r}" if name else "schedule"
     if (cron is None) == (every is None):
         raise InvalidArgument(
             f"{what}: give either a cron expression (app.schedule('*/5 * * * *')) or "

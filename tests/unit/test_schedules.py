@@ -141,6 +141,7 @@ def test_a_scheduled_workflow_must_take_the_tick() -> None:
 
     with pytest.raises(InvalidArgument, match=r"called as fn\(ctx, tick\)"):
         app.schedule(every=60, name="no-tick")(no_tick)
+    assert app.registry.workflows == {}  # refused whole: not registered as a workflow either
 
 
 def test_schedules_are_declared_before_the_worker_starts(run: Callable[..., object]) -> None:
