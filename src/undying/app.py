@@ -23,6 +23,7 @@ from .errors import InvalidArgument, RunNotFound, StoreError, WorkflowCancelled
 from .failures import rebuild_error
 from .local import LocalRuns
 from .registry import Registry
+from .schedules import Schedule, check_schedule_name, check_tick_signature, make_schedule
 from .scope import current_run
 from .settings import Settings
 from .store import store_from_url
@@ -34,9 +35,11 @@ from .store.base import (
     ReadSide,
     RunFilter,
     RunRecord,
+    ScheduleRecord,
     Store,
 )
 from .validation import (
+    check_dedup,
     check_event_name,
     check_event_payload,
     check_offset,
@@ -171,10 +174,114 @@ class App:
         concurrency: int | None = None,
         worker_concurrency: int | None = None,
         rate_limit: tuple[int, float] | None = None,
+        per_key_concurrency: int | None = None,
     ) -> str:
-        """Declare a named queue with limits that hold across all workers; returns its name."""
-        self.registry.add_queue(name, concurrency, worker_concurrency, rate_limit)
+        """Declare a named queue with limits that hold across all workers; returns its name.
+        ``per_key_concurrency``: at most that many runs started with the same
+        ``concurrency_key`` run at once (one agent per user, N per tenant)."""
+        self.registry.add_queue(
+            name, concurrency, worker_concurrency, rate_limit, per_key_concurrency
+        )
         return name
+
+    @overload
+    def schedule(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        timezone: str | None = None,
+        name: str | None = None,
+        missed: str = "latest",
+        max_catch_up: int | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        workflow: None = None,
+    ) -> Callable[[F], F]: ...
+    @overload
+    def schedule(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        timezone: str | None = None,
+        name: str | None = None,
+        missed: str = "latest",
+        max_catch_up: int | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        workflow: Callable[..., Any] | str,
+    ) -> str: ...
+    def schedule(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        timezone: str | None = None,
+        name: str | None = None,
+        missed: str = "latest",
+        max_catch_up: int | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        workflow: Callable[..., Any] | str | None = None,
+    ) -> Any:
+        """Start a run of a workflow at each tick of ``cron`` (in ``timezone``, default UTC)
+        or ``every`` interval, once per tick however many workers run. The workflow is called
+        as ``fn(ctx, tick)``, ``tick`` the tick's time (a UTC datetime). Decorate the
+        workflow (registering it if it is not yet), or pass ``workflow=`` (a function or a
+        registered name: returns the schedule's name). ``missed``: what to do with ticks that
+        came due while no worker ran: ``"skip"``, ``"latest"`` (run the last one) or
+        ``"catch_up"`` (run each, at most ``max_catch_up``, default 10). ``name`` defaults to
+        the workflow's; it starts the ids of the schedule's runs (``name~tick-<UTC time>``)."""
+        if self._worker is not None:
+            raise InvalidArgument(
+                "this app already runs a worker, which fires only the schedules declared "
+                "before it started: declare schedules before `async with app:`"
+            )
+        if name is not None:
+            check_schedule_name(name)
+        self.registry.check_queue(queue)
+
+        def define(schedule_name: str, wf_name: str) -> Schedule:
+            return make_schedule(
+                schedule_name,
+                wf_name,
+                cron,
+                every=every,
+                timezone=timezone,
+                missed=missed,
+                max_catch_up=max_catch_up,
+                queue=queue,
+                priority=priority,
+            )
+
+        define(name or "", "")  # a bad definition fails here, before the workflow is known
+
+        def register(fn: Callable[..., Any] | str) -> str:
+            if isinstance(fn, str):
+                wf_name = self.registry.name_of(fn)
+                check_tick_signature(self.registry.workflows[wf_name].fn, name or wf_name)
+            else:
+                check_tick_signature(fn, name or str(getattr(fn, "__qualname__", fn)))
+                registered = self.registry.workflows.get(getattr(fn, "__undying_workflow__", ""))
+                if registered is None or registered.fn is not fn:
+                    self.workflow(fn)  # not a workflow of this app yet: as @app.workflow()
+                wf_name = self.registry.name_of(fn)
+            schedule_name = check_schedule_name(name or wf_name)
+            self.registry.add_schedule(define(schedule_name, wf_name))
+            return schedule_name
+
+        if workflow is not None:
+            return register(workflow)
+
+        def decorate(fn: F) -> F:
+            register(fn)
+            return fn
+
+        return decorate
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> App:
@@ -235,6 +342,9 @@ class App:
         queue: str | None = None,
         priority: int = 0,
         timeout: float | dt.timedelta | None = None,
+        concurrency_key: str | None = None,
+        dedup_key: str | None = None,
+        dedup_window: float | dt.timedelta | None = None,
         **kwargs: Any,
     ) -> RunHandle[T]: ...
     @overload
@@ -247,6 +357,9 @@ class App:
         queue: str | None = None,
         priority: int = 0,
         timeout: float | dt.timedelta | None = None,
+        concurrency_key: str | None = None,
+        dedup_key: str | None = None,
+        dedup_window: float | dt.timedelta | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]: ...
     async def start(
@@ -258,9 +371,18 @@ class App:
         queue: str | None = None,
         priority: int = 0,
         timeout: float | dt.timedelta | None = None,
+        concurrency_key: str | None = None,
+        dedup_key: str | None = None,
+        dedup_window: float | dt.timedelta | None = None,
         **kwargs: Any,
     ) -> RunHandle[Any]:
-        """Start a run; idempotent on ``run_id`` (the same id returns the existing run)."""
+        """Start a run; idempotent on ``run_id`` (the same id returns the existing run).
+
+        ``concurrency_key`` (with a ``queue`` declared with ``per_key_concurrency``): runs
+        with the same key share the queue's per-key limit. ``dedup_key`` with
+        ``dedup_window`` (seconds or a timedelta): a start of this workflow with a key that a
+        run started within the window holds returns that run's handle and creates nothing;
+        otherwise the run started holds the key for the window from now."""
         store = self._store_or_raise()
         if current_run.get() is not None:
             raise InvalidArgument("inside a workflow, start runs with ctx.call / ctx.start_child")
@@ -269,6 +391,8 @@ class App:
             check_run_id(run_id) if run_id is not None else determinism.original("uuid.uuid4")().hex
         )
         self.registry.check_queue(queue)
+        key = self.registry.check_concurrency_key(concurrency_key, queue)
+        dedup_for = check_dedup(dedup_key, dedup_window)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidArgument(f"priority must be an int, not {priority!r}")
         encoded = self.codec.encode(
@@ -283,7 +407,17 @@ class App:
             if not seconds > 0:
                 raise InvalidArgument(f"timeout must be positive, not {timeout!r}")
             deadline = now + seconds
-        run = NewRun(run_id, name, encoded, queue=queue, priority=priority, deadline=deadline)
+        run = NewRun(
+            run_id,
+            name,
+            encoded,
+            queue=queue,
+            priority=priority,
+            deadline=deadline,
+            concurrency_key=key,
+            dedup_key=dedup_key,
+            dedup_until=None if dedup_for is None else now + dedup_for,
+        )
         worker = self._worker
         local = worker is not None and queue is None
         created, record = await store.create_run(
@@ -298,7 +432,7 @@ class App:
                 worker.spawn(record, fresh=True)
             else:
                 worker.poke()
-        return RunHandle(self, run_id)
+        return RunHandle(self, record.run_id)  # a dedup key held elsewhere: that run
 
     def run(self, workflow: WorkflowFn[T] | str, /, *args: Any, **kwargs: Any) -> T:
         """Start a run and wait for its result, synchronously (for scripts)."""
@@ -437,6 +571,40 @@ class App:
         return await self._store_or_raise().list_runs(
             RunFilter(status=status, workflow=workflow, limit=limit)
         )
+
+    # -- schedules --------------------------------------------------------------------------------
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule a worker has registered in the database, by name, with its state
+        (paused, the latest tick fired)."""
+        return await self._store_or_raise().list_schedules()
+
+    async def pause_schedule(self, name: str) -> bool:
+        """Stop the schedule's ticks from starting runs, in every worker, until
+        ``resume_schedule``; False if it was paused already. Runs already started go on."""
+        return await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> bool:
+        """Let the schedule fire again from its next tick (ticks that came due while it was
+        paused never run); False if it was not paused."""
+        return await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> bool:
+        store = self._store_or_raise()
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"a schedule name is a non-empty string, not {name!r}")
+        changed = await store.set_schedule_paused(name, paused, time.time())
+        if changed is None and name in self.registry.schedules:
+            # Declared here but no worker has registered it yet: register it, then act.
+            await store.register_schedules([self.registry.schedules[name].record()], time.time())
+            changed = await store.set_schedule_paused(name, paused, time.time())
+        if changed is None:
+            known = [s.name for s in await store.list_schedules()]
+            raise InvalidArgument(
+                f"no schedule named {name!r} (known: {', '.join(known) or 'none yet'}); a "
+                "schedule is known once a worker that declares it has started"
+            )
+        self._changed(None)
+        return changed
 
     # -- change notification ----------------------------------------------------------------------
     def _changed(self, run_id: str | None) -> None:

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from . import cli_output as out
 from .app import App
-from .cli_inspect import client, cmd_runs, cmd_show
+from .cli_inspect import client, cmd_runs, cmd_schedules, cmd_show
 from .cli_streams import cmd_stream
 from .errors import InvalidArgument, UndyingError
 from .store import store_from_url
@@ -128,6 +128,22 @@ async def _cmd_fork(args: argparse.Namespace) -> int:
         )
     else:
         print(f"forked {args.run} at step {args.from_step} as {handle.run_id}")
+    return 0
+
+
+async def _cmd_schedule(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        if args.action == "pause":
+            changed = await app.pause_schedule(args.name)
+        else:
+            changed = await app.resume_schedule(args.name)
+    paused = args.action == "pause"
+    if args.json:
+        out.print_json({"name": args.name, "paused": paused, "changed": changed})
+    elif changed:
+        print(f"{args.name}: {'paused' if paused else 'resumed: it fires from its next tick'}")
+    else:
+        print(f"{args.name}: already {'paused' if paused else 'running'}; nothing to do")
     return 0
 
 
@@ -328,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("event")
     p.add_argument("payload", metavar="JSON", help="a JSON value, - (stdin) or @FILE")
     p.add_argument("--key", help="deliver at most once per key")
+    command("schedules", "list schedules: when they tick, paused or not, last and next tick")
+    p = command("schedule", "pause or resume a schedule, in every worker")
+    p.add_argument("action", choices=("pause", "resume"))
+    p.add_argument("name", metavar="NAME")
     p = command("replay-check", "check that finished runs still replay with the current code")
     p.add_argument("app", metavar="MODULE:APP")
     p.add_argument(
@@ -365,6 +385,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "resume": _cmd_resume,
     "fork": _cmd_fork,
     "send": _cmd_send,
+    "schedules": cmd_schedules,
+    "schedule": _cmd_schedule,
     "replay-check": _cmd_replay_check,
     "migrate": _cmd_migrate,
     "gc": _cmd_gc,

@@ -1,4 +1,5 @@
-"""``undying runs`` and ``undying show``: reading runs and their journals.
+"""``undying runs``, ``undying show`` and ``undying schedules``: reading runs, their journals
+and the schedules that start them.
 
 Read commands never write: they list runs, follow them (``runs --watch``, woken by the store's
 change notification) and decode every journal payload the way replay does (large ones fetched
@@ -53,6 +54,17 @@ async def cmd_runs(args: argparse.Namespace) -> int:
         out.print_json([out.run_json(r) for r in runs])
     else:
         print(out.run_rows(runs))
+    return 0
+
+
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        schedules = await app.list_schedules()
+    now = time.time()
+    if args.json:
+        out.print_json([out.schedule_json(s, now) for s in schedules])
+    else:
+        print(out.schedule_rows(schedules, now))
     return 0
 
 

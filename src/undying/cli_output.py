@@ -25,7 +25,9 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
-from .store.base import ERROR, Entry, RunRecord
+from .schedules import next_tick
+from .store.base import ERROR, Entry, RunRecord, ScheduleRecord
+from .validation import tick_run_id
 
 #: decoded values nested deeper than this are cut short (as their repr) in JSON
 MAX_JSON_DEPTH = 400
@@ -150,6 +152,35 @@ def run_rows(runs: Sequence[RunRecord]) -> str:
     return f"{body}\n\n{len(runs)} run(s): {summary}"
 
 
+def schedule_rows(schedules: Sequence[ScheduleRecord], now: float) -> str:
+    if not schedules:
+        return "no schedules (a schedule is listed once a worker that declares it started)"
+
+    def ticks(s: ScheduleRecord) -> str:
+        if s.cron is None:
+            return f"every {int(s.every or 0)}s"
+        return f"{s.cron} ({s.timezone or 'UTC'})"
+
+    def missed(s: ScheduleRecord) -> str:
+        return f"{s.missed} {s.max_catch_up}" if s.max_catch_up else s.missed
+
+    return table(
+        ("SCHEDULE", "TICKS", "MISSED", "STATE", "LAST TICK", "NEXT TICK", "WORKFLOW"),
+        (
+            (
+                s.name,
+                ticks(s),
+                missed(s),
+                "paused" if s.paused else "active",
+                when(s.last_tick),
+                when(next_tick(s, now)),
+                s.workflow,
+            )
+            for s in schedules
+        ),
+    )
+
+
 # -- JSON ---------------------------------------------------------------------------------------
 def iso(ts: float | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
@@ -172,6 +203,27 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "updated_at": iso(run.updated_at),
         "wake_at": iso(run.wake_at),
         "deadline": iso(run.deadline),
+    }
+
+
+def schedule_json(schedule: ScheduleRecord, now: float) -> dict[str, Any]:
+    """A schedule as ``undying schedules --json`` prints each element of its array."""
+    last = schedule.last_tick
+    return {
+        "name": schedule.name,
+        "workflow": schedule.workflow,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "every": schedule.every,
+        "missed": schedule.missed,
+        "max_catch_up": schedule.max_catch_up,
+        "paused": schedule.paused,
+        "last_tick": iso(last),
+        "last_run_id": None if last is None else tick_run_id(schedule.name, last),
+        "next_tick": iso(next_tick(schedule, now)),
+        "resumed_at": iso(schedule.resumed_at),
+        "created_at": iso(schedule.created_at),
+        "updated_at": iso(schedule.updated_at),
     }
 
 

@@ -1,4 +1,4 @@
-"""The workflows and queues an App knows, by name.
+"""The workflows, queues and schedules an App knows, by name.
 
 A run is stored with its workflow's name, never its code, so any process that registered the
 same names can execute it: the worker looks a run's workflow up here, a parent's ``ctx.call``
@@ -15,6 +15,7 @@ from typing import Any
 from . import known_types
 from .attempts import callable_name
 from .errors import InvalidArgument, UnknownWorkflow
+from .schedules import Schedule
 from .store.base import QueueLimits
 
 
@@ -25,11 +26,12 @@ class WorkflowSpec:
 
 
 class Registry:
-    """Workflows by name, and the queues runs can be sent to."""
+    """Workflows by name, the queues runs can be sent to, and the schedules that start runs."""
 
     def __init__(self) -> None:
         self.workflows: dict[str, WorkflowSpec] = {}
         self.queues: dict[str, QueueLimits] = {}
+        self.schedules: dict[str, Schedule] = {}
 
     def add_workflow(self, fn: Callable[..., Any], name: str | None) -> WorkflowSpec:
         if not inspect.iscoroutinefunction(fn):
@@ -71,12 +73,14 @@ class Registry:
         concurrency: int | None,
         worker_concurrency: int | None,
         rate_limit: tuple[int, float] | None,
+        per_key_concurrency: int | None = None,
     ) -> QueueLimits:
         if not isinstance(name, str) or not name:
             raise InvalidArgument("a queue needs a non-empty name")
         for label, value in (
             ("concurrency", concurrency),
             ("worker_concurrency", worker_concurrency),
+            ("per_key_concurrency", per_key_concurrency),
         ):
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -90,7 +94,7 @@ class Registry:
             or rate_limit[1] <= 0
         ):
             raise InvalidArgument("rate_limit is (n, per_seconds), e.g. (60, 60.0) for 60 a minute")
-        limits = QueueLimits(name, concurrency, worker_concurrency, rate_limit)
+        limits = QueueLimits(name, concurrency, worker_concurrency, rate_limit, per_key_concurrency)
         self.queues[name] = limits
         return limits
 
@@ -99,3 +103,32 @@ class Registry:
             raise InvalidArgument(
                 f"unknown queue {queue!r}: declare it with app.queue({queue!r}, ...)"
             )
+
+    def check_concurrency_key(self, key: object, queue: str | None) -> str | None:
+        """A start's ``concurrency_key``: a string, on a queue with a per-key limit."""
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key or len(key) > 200:
+            raise InvalidArgument(
+                f"concurrency_key must be a string of 1-200 characters (a user id, a tenant), "
+                f"not {key!r}"
+            )
+        if queue is None:
+            raise InvalidArgument(
+                "concurrency_key needs queue=: the limit per key is the queue's "
+                "(app.queue(name, per_key_concurrency=N))"
+            )
+        if self.queues[queue].per_key_concurrency is None:
+            raise InvalidArgument(
+                f"queue {queue!r} has no per-key limit, so concurrency_key would limit "
+                f"nothing: declare it with app.queue({queue!r}, per_key_concurrency=N)"
+            )
+        return key
+
+    def add_schedule(self, schedule: Schedule) -> None:
+        existing = self.schedules.get(schedule.name)
+        if existing is not None and existing != schedule:
+            raise InvalidArgument(
+                f"two schedules are named {schedule.name!r}; pass name= to tell them apart"
+            )
+        self.schedules[schedule.name] = schedule

@@ -5,17 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
 
 from .errors import InvalidArgument
 
 # Ids users choose never contain '~'; every id undying generates does, after the id it derives
-# from: "parent~seq", "parent~gen.seq" (children) and "source~fork-<8 hex>" (forks). The text
-# after the last '~' tells the three apart, so generated ids can neither collide with a user's
-# id nor with each other. Idempotency keys add '#', which no run id contains (steps.py).
+# from: "parent~seq", "parent~gen.seq" (children), "source~fork-<8 hex>" (forks) and
+# "schedule~tick-<UTC time to the second>" (a schedule's runs). The text after the last '~'
+# tells them apart, so generated ids can neither collide with a user's id nor with each other.
+# Idempotency keys add '#', which no run id contains (steps.py).
 _RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
 # A reference names an existing run: a plain head (long ones are children recorded before
 # generated ids took '~': "parent.0" of a 200-character parent) and any generated suffixes.
-_RUN_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*(?:~(?:\d+(?:\.\d+)?|fork-[0-9a-f]{8}))*")
+_RUN_REF = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*(?:~(?:\d+(?:\.\d+)?|fork-[0-9a-f]{8}|tick-\d{8}T\d{6}Z))*"
+)
 MAX_RUN_ID = 200
 MAX_RUN_REF = 1000
 _EVENT = re.compile(r"[^\x00-\x1f]{1,200}")
@@ -52,7 +56,8 @@ def check_run_ref(run_id: object) -> str:
         raise InvalidArgument(
             f"malformed run id {run_id!r}: a run id is 1-{MAX_RUN_ID} characters from letters, "
             "digits and _ . : @ + = - (not starting with a punctuation mark), followed for "
-            "child and forked runs by what undying adds (~3, ~1.3, ~fork-1a2b3c4d), "
+            "child, forked and scheduled runs by what undying adds (~3, ~1.3, "
+            "~fork-1a2b3c4d, ~tick-20261202T160500Z), "
             f"{MAX_RUN_REF} characters in all"
         )
     return run_id
@@ -83,6 +88,12 @@ def fork_run_id(source_id: str, tag: str) -> str:
             f"the {MAX_RUN_REF}-character limit: pass new_run_id= (or --new-id)"
         )
     return fork_id
+
+
+def tick_run_id(schedule: str, tick: float) -> str:
+    """The id of the run of ``schedule``'s tick at ``tick`` (epoch seconds, whole): fixed by
+    the name and the time, so every worker that fires the tick names the same run."""
+    return f"{schedule}~tick-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(int(tick)))}"
 
 
 def check_event_name(name: object) -> str:
@@ -138,4 +149,29 @@ def check_seconds(value: float | dt.timedelta, label: str) -> float:
         raise InvalidArgument(f"{label} takes seconds (a number) or a timedelta, not {value!r}")
     if math.isnan(seconds) or seconds < 0:
         raise InvalidArgument(f"{label} must not be negative, got {value!r}")
+    return seconds
+
+
+def check_dedup(key: object, window: object) -> float | None:
+    """A start's ``dedup_key`` and ``dedup_window``: both or neither; the window in seconds."""
+    if key is None and window is None:
+        return None
+    if key is None or window is None:
+        given, missing = ("dedup_key", "dedup_window") if window is None else (
+            "dedup_window",
+            "dedup_key",
+        )
+        raise InvalidArgument(
+            f"{given} needs {missing}: a start with a dedup key returns the run that holds "
+            "the key if one was started with it within the window, so pass both, e.g. "
+            "dedup_key=delivery_id, dedup_window=timedelta(hours=1)"
+        )
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise InvalidArgument(f"dedup_key must be a string of 1-200 characters, not {key!r}")
+    seconds = check_seconds(window, "dedup_window")  # type: ignore[arg-type]
+    if seconds == 0 or math.isinf(seconds):
+        raise InvalidArgument(
+            f"dedup_window must be a positive, finite duration (seconds or a timedelta), "
+            f"not {window!r}"
+        )
     return seconds

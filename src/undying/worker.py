@@ -3,7 +3,8 @@
 One worker lives inside every ``App`` that is entered with ``async with app:``. At start it
 claims, at once, every run whose owner is dead (its lock is free) or whose lease expired, so
 recovery has no polling delay. Afterwards a scheduler loop sleeps until the next timer, a
-change made by another process, or a poke from this one, and claims what became due.
+change made by another process, or a poke from this one, and claims what became due; a
+``ticker`` beside it starts the runs of the app's schedules, each tick on time.
 
 The worker is the runs' host (``host.RunHost``): it starts child runs (executing them right
 here when it can) and resolves workflow names. It knows the App only through what the App
@@ -49,6 +50,7 @@ from .store.base import (
     progress_position,
     retry_transient,
 )
+from .ticker import Ticker
 
 log = logging.getLogger("undying.worker")
 GC_INTERVAL = 3600.0
@@ -89,9 +91,20 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.claim_and_spawn()  # recovery: immediately, before anything else
+        ticker = Ticker(
+            self.store,
+            list(self.registry.schedules.values()),
+            codec=self.codec,
+            worker_id=self.worker_id,
+            lease_ttl=self.settings.lease_ttl,
+            retry_pause=self.settings.poll_interval,
+            spawn=lambda record: self.spawn(record, fresh=True),
+            poke=self.poke,
+        )
         self._loops = [
             asyncio.ensure_future(self._scheduler()),
             asyncio.ensure_future(self._heartbeat()),
+            asyncio.ensure_future(ticker.run()),
         ]
 
     async def stop(self) -> None:

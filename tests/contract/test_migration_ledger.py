@@ -39,6 +39,12 @@ def _ledger(backend: str, url: str) -> list[tuple[Any, ...]]:
     return _sql(backend, url, "SELECT version, name FROM undying_migrations ORDER BY version")
 
 
+def _newest(backend: str) -> int:
+    """The highest migration version shipped (versions may leave gaps while migrations from
+    parallel branches land: the runner only requires the applied ones to be known)."""
+    return max(version for version, _, _ in migrations(backend))
+
+
 def _migrated(backend: str, url: str) -> list[str]:
     names = [name for _, name, _ in migrations(backend)]
     assert asyncio.run(store_from_url(url).migrate()) == names
@@ -80,14 +86,16 @@ def test_a_gap_in_the_ledger_is_damage_not_a_migration_to_apply(
     assert len(names) >= 3
     _sql(backend, fresh_url, "DELETE FROM undying_migrations WHERE version = 2")
     before = _ledger(backend, fresh_url)
-    _refused(fresh_url, "is damaged", "lacks migration(s) [2]", f"below version {len(names)}")
+    _refused(
+        fresh_url, "is damaged", "lacks migration(s) [2]", f"below version {_newest(backend)}"
+    )
     assert _ledger(backend, fresh_url) == before  # 002 was not applied a second time
 
 
 @SQL_BACKENDS
 def test_a_newer_schema_is_refused_with_upgrade_undying(backend: str, fresh_url: str) -> None:
-    names = _migrated(backend, fresh_url)
-    future = len(names) + 1
+    _migrated(backend, fresh_url)
+    future = _newest(backend) + 1
     _sql(
         backend,
         fresh_url,
@@ -98,7 +106,7 @@ def test_a_newer_schema_is_refused_with_upgrade_undying(backend: str, fresh_url:
     before = _ledger(backend, fresh_url)
     _refused(
         fresh_url,
-        f"has schema version {future}, newer than this undying knows ({len(names)})",
+        f"has schema version {future}, newer than this undying knows ({_newest(backend)})",
         "upgrade undying",
     )
     assert _ledger(backend, fresh_url) == before
@@ -108,6 +116,6 @@ def test_a_newer_schema_is_refused_with_upgrade_undying(backend: str, fresh_url:
 def test_a_database_without_a_ledger_gets_the_whole_schema(backend: str, fresh_url: str) -> None:
     names = _migrated(backend, fresh_url)
     assert [name for _, name in _ledger(backend, fresh_url)] == names
-    assert [version for version, _ in _ledger(backend, fresh_url)] == list(
-        range(1, len(names) + 1)
-    )
+    assert [version for version, _ in _ledger(backend, fresh_url)] == [
+        version for version, _, _ in migrations(backend)
+    ]

@@ -183,5 +183,6 @@ def test_the_read_side_has_no_write_methods() -> None:
         "read_stream",  # a run's stream, from an offset
         "list_streams",
         "wait_for_activity",  # wait_for_change, stream appends included
+        "list_schedules",  # schedules and their state (`undying schedules`)
     }
     assert issubclass(Store, ReadSide)

@@ -7,6 +7,7 @@ each ``# type: ignore[code]`` marks a call that must be refused, and strict mode
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, assert_type
 
 import undying
@@ -47,7 +48,18 @@ async def agent(ctx: Context, task: str) -> list[str]:
     return [task, str(doubled)]
 
 
+@app.schedule("*/5 * * * *", timezone="Europe/Paris", missed="catch_up", max_catch_up=3)
+async def digest(ctx: Context, tick: dt.datetime) -> str:
+    return tick.isoformat()
+
+
+assert_type(app.schedule(every=dt.timedelta(hours=1), name="hourly", workflow=digest), str)
+
+
 async def client() -> None:
+    assert_type(await app.pause_schedule("hourly"), bool)
+    await app.start(agent, "x", queue="llm", concurrency_key="ann")
+    await app.start(agent, "x", dedup_key="evt_1", dedup_window=dt.timedelta(hours=1))
     handle = await app.start(agent, "book a flight", run_id="trip-42")
     assert_type(handle, RunHandle[list[str]])
     assert_type(await handle.result(), list[str])

@@ -301,6 +301,9 @@ class ReadOnly(ReadSide):
     async def wait_for_activity(self, timeout: float) -> bool:
         return await self._store.wait_for_activity(timeout)
 
+    async def list_schedules(self) -> Any:
+        return await self._store.list_schedules()
+
 
 def reading_through(db: str, wrapper: type[ReadOnly]) -> OpenBackend:
     """The UI's backend on ``db`` with its store seen through ``wrapper``."""

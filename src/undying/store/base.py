@@ -1,7 +1,8 @@
 """The storage interfaces every backend implements, and the records they speak in.
 
 The interface is split by consumer into ports (``ReadSide``, ``RunJournal``, ``Blobs``,
-``Leases``, ``Control``, ``Maintenance``; see "the ports" below), and ``Store`` is all of them.
+``Leases``, ``Schedules``, ``Control``, ``Maintenance``; see "the ports" below), and
+``Store`` is all of them.
 The runtime only talks to a store through these ports, and the contract suite in
 ``tests/contract`` runs unchanged against every implementation. Payloads arrive already
 encoded: a store never interprets a value, it only keeps bytes safe.
@@ -92,6 +93,12 @@ class NewRun:
     queue: str | None = None
     priority: int = 0
     deadline: float | None = None
+    #: runs of one queue with the same key share its ``per_key_concurrency`` limit
+    concurrency_key: str | None = None
+    #: while a run of this workflow holds this key (until its ``dedup_until``), a start with
+    #: the same key returns that run instead of creating this one
+    dedup_key: str | None = None
+    dedup_until: float | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +130,48 @@ class RunRecord:
     progress_mark: int = 0
 
 
+def created_record(run: NewRun, owner: str | None, lease_expires: float, now: float) -> RunRecord:
+    """The record of ``run`` just created (claimed at once with an owner: status running,
+    epoch 1), as reading it back would give it."""
+    status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
+    return RunRecord(
+        run_id=run.run_id,
+        workflow=run.workflow,
+        status=status,
+        input=run.input,
+        epoch=epoch,
+        owner=owner,
+        lease_expires=lease_expires if owner else None,
+        parent_id=run.parent_id,
+        queue=run.queue,
+        priority=run.priority,
+        deadline=run.deadline,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def tick_params(
+    name: str, tick: float, run: NewRun, owner: str | None, lease_expires: float, now: float
+) -> dict[str, Any]:
+    """What the ``fire_tick`` queries of both dialects take."""
+    record = created_record(run, owner, lease_expires, now)
+    return {
+        "name": name,
+        "tick": tick,
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "status": record.status,
+        "input": run.input,
+        "owner": owner,
+        "lease_expires": record.lease_expires,
+        "epoch": record.epoch,
+        "queue": run.queue,
+        "priority": run.priority,
+        "now": now,
+    }
+
+
 #: ``progress_mark`` is ``generation * PROGRESS_STRIDE + position after the last entry``, so
 #: a new generation (continue_as_new empties the journal) is progress too. Claims compute it
 #: in SQL; positions are 32-bit in the journal, so they never reach the stride.
@@ -151,6 +200,13 @@ class QueueLimits:
     concurrency: int | None = None  # across all workers
     worker_concurrency: int | None = None  # in one worker
     rate_limit: tuple[int, float] | None = None  # (n starts, per seconds), across all workers
+    #: runs with the same ``concurrency_key`` running at once, across all workers
+    per_key_concurrency: int | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether a limit counts what every worker does (claims must see one another's)."""
+        return bool(self.concurrency is not None or self.rate_limit or self.per_key_concurrency)
 
 
 @dataclass(slots=True)
@@ -185,6 +241,42 @@ class RunFilter:
             raise InvalidArgument(
                 f"run_id_contains must be a string, not {type(self.run_id_contains).__name__}"
             )
+
+
+@dataclass(slots=True)
+class ScheduleRecord:
+    """A schedule as the store holds it: its definition (written by every worker that starts
+    with it) and its state (paused, the latest tick fired), which only ticks and pause/resume
+    change."""
+
+    name: str
+    workflow: str
+    cron: str | None
+    every: float | None  # seconds
+    timezone: str | None
+    missed: str  # skip latest catch_up
+    max_catch_up: int | None = None
+    paused: bool = False
+    #: the latest tick a run was created for (epoch seconds), None before the first
+    last_tick: float | None = None
+    #: when it was last resumed: ticks at or before this time never run
+    resumed_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def schedule_params(schedule: ScheduleRecord, now: float) -> dict[str, Any]:
+    """A schedule's definition as the ``register_schedule`` query takes it (both dialects)."""
+    return {
+        "name": schedule.name,
+        "workflow": schedule.workflow,
+        "cron": schedule.cron,
+        "every": schedule.every,
+        "timezone": schedule.timezone,
+        "missed": schedule.missed,
+        "max_catch_up": schedule.max_catch_up,
+        "now": now,
+    }
 
 
 @dataclass(slots=True)
@@ -519,6 +611,10 @@ class ReadSide(abc.ABC):
         worker's scheduler). One waiter per store, like ``wait_for_change``, and a separate
         one: each may be waited on without taking wake-ups from the other."""
 
+    @abc.abstractmethod
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule a worker has registered, by name."""
+
 
 class Blobs(abc.ABC):
     """Storing the content-addressed chunks of large payloads (``payloads.offload``).
@@ -679,6 +775,39 @@ class Leases(abc.ABC):
         """The earliest timer among waiting runs, so the scheduler sleeps exactly that long."""
 
 
+class Schedules(abc.ABC):
+    """The worker's side of schedules (``ticker``): registering the schedules it knows and
+    creating the run of each tick.
+
+    A tick's run has an id derived from the schedule and the tick, so every worker may try to
+    fire every tick: the first creates the run, the others find it. Firing is refused, in the
+    same transaction, while the schedule is paused."""
+
+    @abc.abstractmethod
+    async def register_schedules(
+        self, schedules: Sequence[ScheduleRecord], now: float
+    ) -> list[ScheduleRecord]:
+        """Store each schedule's definition (inserting it, or replacing the definition of the
+        one with its name) without touching its state; return them as stored, state
+        included."""
+
+    @abc.abstractmethod
+    async def fire_tick(
+        self,
+        name: str,
+        tick: float,
+        run: NewRun,
+        *,
+        owner: str | None,
+        lease_expires: float,
+        now: float,
+    ) -> RunRecord | None:
+        """Create ``run`` for the schedule's ``tick`` (like ``create_run``) and note the tick
+        as fired, in one transaction, unless the schedule is paused or was resumed at or
+        after ``tick``. Returns the run if this call created it; None if it existed already
+        or firing was refused."""
+
+
 class Control(abc.ABC):
     """The client API's writes (``App.start``, ``send_event``, ``cancel``, ``resume``,
     ``fork``, and a worker starting child runs): requests about runs, made by whoever holds
@@ -696,6 +825,11 @@ class Control(abc.ABC):
 
         With an owner, the run is created already claimed (status running, epoch 1), which
         saves the round trip of claiming a run this process is about to execute anyway.
+
+        With a ``dedup_key``, in the same transaction: if a run of the workflow holds the key
+        (its ``dedup_until`` is after ``now``), nothing is created and that run is returned;
+        otherwise the run returned (created, or found by its id) holds the key until
+        ``run.dedup_until``.
         """
 
     @abc.abstractmethod
@@ -725,6 +859,12 @@ class Control(abc.ABC):
         renumbered from 0; streams its copied journal closed are closed. Returns how many
         items were copied."""
 
+    @abc.abstractmethod
+    async def set_schedule_paused(self, name: str, paused: bool, now: float) -> bool | None:
+        """Pause or resume a schedule. A resume notes ``now`` as ``resumed_at``, so the
+        ticks that came due while it was paused never run. True if it changed, False if it
+        was so already, None if there is no schedule of that name."""
+
 
 class Maintenance(ReadSide):
     """What keeps the database's shape and size in order: ``undying migrate`` and garbage
@@ -741,7 +881,8 @@ class Maintenance(ReadSide):
     @abc.abstractmethod
     async def delete_finished_runs(self, older_than: float) -> int:
         """Delete ended top-level runs last updated before ``older_than`` (with their
-        children, journals, events and lineage). Returns how many runs were deleted."""
+        children, journals, events, lineage and dedup keys), and dedup keys that expired
+        before ``older_than``. Returns how many runs were deleted."""
 
     @abc.abstractmethod
     async def ref_payloads(self) -> list[bytes]:
@@ -756,7 +897,7 @@ class Maintenance(ReadSide):
         """Delete these blobs unless one was re-used (re-written) since ``written_before``."""
 
 
-class Store(RunJournal, Leases, Control, Maintenance):
+class Store(RunJournal, Leases, Schedules, Control, Maintenance):
     """A durable home for runs, journals and events: every port, plus opening and closing.
 
     Only the composition root (``App``) and the worker hold a whole ``Store``; everything

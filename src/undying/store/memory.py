@@ -41,11 +41,10 @@ from .base import (
     Claim,
     Entry,
     EventRecord,
-    NewRun,
     QueueLimits,
     RunFilter,
     RunRecord,
-    Store,
+    ScheduleRecord,
     TransactionFnFailed,
     UsageRow,
     UsageTotal,
@@ -53,6 +52,7 @@ from .base import (
     fence_error,
     wait_key,
 )
+from .memory_schedules import MemoryRunsAndSchedules
 from .memory_streams import MemoryStream, MemoryStreams
 from .sqlite import DURABILITY, INLINE_PAYLOAD
 
@@ -88,6 +88,11 @@ class MemoryDatabase:
     usage: dict[str, dict[tuple[Any, ...], UsageRow]] = field(default_factory=dict)
     #: streams by run, then by name
     streams: dict[str, dict[str, MemoryStream]] = field(default_factory=dict)
+    #: the concurrency key of each run started with one (runs.concurrency_key)
+    concurrency_keys: dict[str, str] = field(default_factory=dict)
+    #: (workflow, dedup key) -> (the run holding it, until when)
+    dedup_keys: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    schedules: dict[str, ScheduleRecord] = field(default_factory=dict)
     #: the open stores by worker id: a run's owner is alive while its store is open
     live: dict[str, MemoryStore] = field(default_factory=dict)
 
@@ -144,7 +149,7 @@ def _listens(key: str | None, name: str) -> bool:
     return key is not None and f"\n{name}\n" in key
 
 
-class MemoryStore(MemoryStreams, Store):
+class MemoryStore(MemoryStreams, MemoryRunsAndSchedules):
     """A store whose database is a few dicts in this process (see the module docstring)."""
 
     def __init__(self, url: str = SCHEME, *, durability: str = "normal") -> None:
@@ -234,36 +239,7 @@ class MemoryStore(MemoryStreams, Store):
         for entry in entries:
             journal[entry.seq] = _copy(entry)
 
-    # -- runs -----------------------------------------------------------------------------------
-    async def create_run(
-        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
-    ) -> tuple[bool, RunRecord]:
-        db = self.db
-        existing = db.runs.get(run.run_id)
-        if existing is not None:
-            return False, dataclasses.replace(existing)
-        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
-        record = RunRecord(
-            run_id=run.run_id,
-            workflow=run.workflow,
-            status=status,
-            input=bytes(run.input),
-            epoch=epoch,
-            owner=owner,
-            lease_expires=lease_expires if owner else None,
-            parent_id=run.parent_id,
-            queue=run.queue,
-            priority=run.priority,
-            deadline=run.deadline,
-            created_at=now,
-            updated_at=now,
-        )
-        db.runs[run.run_id] = record
-        if run.parent_id is not None:
-            db.children.setdefault(run.parent_id, []).append(run.run_id)
-        self._committed()
-        return True, dataclasses.replace(record)
-
+    # -- runs (created in memory_schedules) --------------------------------------------------------
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self.db.runs.get(run_id)
         return None if run is None else dataclasses.replace(run)
@@ -432,7 +408,9 @@ class MemoryStore(MemoryStreams, Store):
             allowed = min(self._queue_room(limits, running_per_queue.get(name, 0), now), limit)
             if allowed <= 0:
                 continue
-            taken = self._claim_due(name, owner, lease_expires, now, allowed)
+            taken = self._claim_due(
+                name, owner, lease_expires, now, allowed, limits.per_key_concurrency
+            )
             if limits.rate_limit:
                 db.queue_starts.setdefault(name, []).extend([now] * len(taken))
             claims += taken
@@ -444,10 +422,23 @@ class MemoryStore(MemoryStreams, Store):
         return claims
 
     def _claim_due(
-        self, queue: str | None, owner: str, lease_expires: float, now: float, limit: int
+        self,
+        queue: str | None,
+        owner: str,
+        lease_expires: float,
+        now: float,
+        limit: int,
+        per_key: int | None = None,
     ) -> list[Claim]:
         """Claim pending runs and waiting runs whose wake time passed, of one queue (None: of
-        no queue), highest priority first, then oldest."""
+        no queue), highest priority first, then oldest; with ``per_key``, a run with a
+        concurrency key only while fewer than that of its key run (claim_queue_per_key)."""
+        keys = self.db.concurrency_keys if per_key is not None else {}
+        busy: dict[str, int] = {}
+        for run in self.db.runs.values():
+            key = keys.get(run.run_id)
+            if key is not None and run.queue == queue and run.status == RUNNING:
+                busy[key] = busy.get(key, 0) + 1
         due = [
             run
             for run in self.db.runs.values()
@@ -459,7 +450,14 @@ class MemoryStore(MemoryStreams, Store):
         ]
         due.sort(key=lambda run: (-run.priority, run.created_at))
         claims: list[Claim] = []
-        for run in due[:limit]:
+        for run in due:
+            if len(claims) == limit:
+                break
+            key = keys.get(run.run_id)
+            if key is not None and per_key is not None:
+                if busy.get(key, 0) >= per_key:
+                    continue
+                busy[key] = busy.get(key, 0) + 1
             run.owner, run.lease_expires, run.epoch = owner, lease_expires, run.epoch + 1
             run.wake_at = None
             self._set_status(run, RUNNING, now)
@@ -619,15 +617,16 @@ class MemoryStore(MemoryStreams, Store):
         ]
         tables: tuple[dict[str, Any], ...] = (db.runs, db.wait_events, db.children)
         tables += (db.journals, db.events, db.lineage, db.usage, db.streams)
-        deleted = 0
+        deleted: set[str] = set()
         for root in old:
             for run in self._tree(root):
                 for table in tables:
                     table.pop(run.run_id, None)
-                deleted += 1
+                deleted.add(run.run_id)
+        self._forget_dedup_keys(deleted, older_than)
         if deleted:
             self._committed()
-        return deleted
+        return len(deleted)
 
     async def ref_payloads(self) -> list[bytes]:
         return [

@@ -58,6 +58,7 @@ from .base import (
     QueueLimits,
     RunFilter,
     RunRecord,
+    ScheduleRecord,
     Store,
     StreamAppend,
     StreamInfo,
@@ -67,8 +68,10 @@ from .base import (
     UsageTotal,
     child_event_name,
     fence_error,
+    schedule_params,
     stream_page,
     stream_refusal,
+    tick_params,
     usage_params,
     wait_key,
 )
@@ -90,6 +93,7 @@ Checks = list[tuple[Cursor, int]]
 RUN_ROWS = records(RunRecord)
 ENTRY_ROWS = records(Entry)
 EVENT_ROWS = records(EventRecord)
+SCHEDULE_ROWS = records(ScheduleRecord)
 
 
 class PostgresStore(Store):
@@ -202,19 +206,44 @@ class PostgresStore(Store):
             "queue": run.queue,
             "priority": run.priority,
             "deadline": run.deadline,
+            "concurrency_key": run.concurrency_key,
             "now": now,
             "token": self._token,
         }
         async with self._conn() as conn:
             cur = conn.cursor(row_factory=RUN_ROWS)
-            await cur.execute(self._q["insert_run"], params, prepare=True)
-            created = await cur.fetchone()
+            if run.dedup_key is None:
+                await cur.execute(self._q["insert_run"], params, prepare=True)
+                created = await cur.fetchone()
+            else:
+                async with conn.transaction():
+                    holder = await self._hold_dedup_key(conn, run, now)
+                    if holder is not None:
+                        await cur.execute(self._q["get_run"], (holder,))
+                        found = await cur.fetchone()
+                        assert found is not None, "a dedup key's run is never deleted alone"
+                        return False, found
+                    await cur.execute(self._q["insert_run"], params)
+                    created = await cur.fetchone()
             if created is not None:
                 return True, created
             await cur.execute(self._q["get_run"], (run.run_id,), prepare=True)
             existing = await cur.fetchone()
         assert existing is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
         return False, existing
+
+    async def _hold_dedup_key(self, conn: Conn, run: NewRun, now: float) -> str | None:
+        """Take ``run``'s dedup key for it (in the caller's transaction); the id of the run
+        that holds it instead, if another one does."""
+        key = {"workflow": run.workflow, "key": run.dedup_key}
+        params = {**key, "run_id": run.run_id, "until": run.dedup_until, "now": now}
+        cur = await conn.execute(self._q["hold_dedup_key"], params)
+        if await cur.fetchone() is not None:
+            return None
+        cur = await conn.execute(self._q["dedup_holder"], key)
+        row = await cur.fetchone()
+        assert row is not None, "a dedup key found held cannot vanish inside the transaction"
+        return str(row[0])
 
     @retried_once
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -375,14 +404,7 @@ class PostgresStore(Store):
             return []
         claims: list[Claim] = []
         base = {"owner": owner, "lease_expires": lease_expires, "now": now}
-        shared = sorted(
-            {
-                n
-                for key, q in queues.items()
-                if q.concurrency is not None or q.rate_limit
-                for n in (key, q.name)
-            }
-        )
+        shared = sorted({n for key, q in queues.items() if q.shared for n in (key, q.name)})
         async with self._conn() as conn, conn.transaction():
             if shared:
                 # Held until commit, so counting a queue's runs and claiming from it is atomic
@@ -402,9 +424,12 @@ class PostgresStore(Store):
                 )
                 if allowed <= 0:
                     continue
-                await runs.execute(
-                    self._q["claim_queue"], {**base, "queue": name, "limit": allowed}, prepare=True
-                )
+                params = {**base, "queue": name, "limit": allowed}
+                if limits.per_key_concurrency is None:
+                    await runs.execute(self._q["claim_queue"], params, prepare=True)
+                else:
+                    params["per_key"] = limits.per_key_concurrency
+                    await runs.execute(self._q["claim_queue_per_key"], params, prepare=True)
                 taken = await runs.fetchall()
                 if limits.rate_limit and taken:
                     await conn.execute(self._q["record_queue_starts"], (name, now, len(taken)))
@@ -534,7 +559,7 @@ class PostgresStore(Store):
     @retried_once
     async def delete_finished_runs(self, older_than: float) -> int:
         async with self._conn() as conn:
-            cur = await conn.execute(self._q["delete_finished_runs"], (older_than,))
+            cur = await conn.execute(self._q["delete_finished_runs"], {"older_than": older_than})
             return cur.rowcount
 
     @retried_once
@@ -555,6 +580,49 @@ class PostgresStore(Store):
             return
         async with self._conn() as conn:
             await conn.execute(self._q["delete_blobs"], (list(hashes), written_before))
+
+    # -- schedules -------------------------------------------------------------------------------
+    @retried_once
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        async with self._conn() as conn, conn.cursor(row_factory=SCHEDULE_ROWS) as cur:
+            await cur.execute(self._q["list_schedules"])
+            return await cur.fetchall()
+
+    @retried_once
+    async def register_schedules(
+        self, schedules: Sequence[ScheduleRecord], now: float
+    ) -> list[ScheduleRecord]:
+        async with self._conn() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                self._q["register_schedule"], [schedule_params(s, now) for s in schedules]
+            )
+        names = {s.name for s in schedules}
+        return [s for s in await self.list_schedules() if s.name in names]
+
+    @retried_once
+    async def fire_tick(
+        self,
+        name: str,
+        tick: float,
+        run: NewRun,
+        *,
+        owner: str | None,
+        lease_expires: float,
+        now: float,
+    ) -> RunRecord | None:
+        params = {**tick_params(name, tick, run, owner, lease_expires, now), "token": self._token}
+        async with self._conn() as conn, conn.cursor(row_factory=RUN_ROWS) as cur:
+            await cur.execute(self._q["fire_tick"], params, prepare=True)
+            return await cur.fetchone()
+
+    @retried_once
+    async def set_schedule_paused(self, name: str, paused: bool, now: float) -> bool | None:
+        params = {"name": name, "paused": paused, "now": now}
+        async with self._conn() as conn:
+            cur = await conn.execute(self._q["pause_schedule"], params)
+            row = await cur.fetchone()
+        exists, changed = (0, 0) if row is None else row
+        return bool(changed) if exists else None
 
     # -- blobs -----------------------------------------------------------------------------------
     @retried_once

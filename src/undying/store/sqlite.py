@@ -29,7 +29,6 @@ from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
 from .base import (
     CANCELLED,
     CLOSE_STREAM,
-    PENDING,
     PUBLISH,
     RETRY,
     RUNNING,
@@ -41,6 +40,7 @@ from .base import (
     QueueLimits,
     RunFilter,
     RunRecord,
+    ScheduleRecord,
     Store,
     StreamAppend,
     StreamInfo,
@@ -48,9 +48,12 @@ from .base import (
     TransactionFnFailed,
     UsageRow,
     UsageTotal,
+    created_record,
     fence_error,
+    schedule_params,
     stream_page,
     stream_refusal,
+    tick_params,
     usage_params,
     wait_key,
 )
@@ -220,45 +223,58 @@ class SQLiteStore(Store):
     async def create_run(
         self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
     ) -> tuple[bool, RunRecord]:
-        db = self.db
-        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
+        if run.dedup_key is None:
+            created = self._insert_run(self.db, run, owner, lease_expires, now)
+        else:
+            with self._tx() as db:
+                holder = db.execute(
+                    self._q["dedup_holder"], (run.workflow, run.dedup_key, now)
+                ).fetchone()
+                if holder is not None:
+                    found = await self.get_run(holder[0])
+                    assert found is not None, "a run holding a dedup key is never deleted alone"
+                    return False, found
+                created = self._insert_run(db, run, owner, lease_expires, now)
+                db.execute(
+                    self._q["hold_dedup_key"],
+                    (run.workflow, run.dedup_key, run.run_id, run.dedup_until),
+                )
+        if created is not None:
+            return True, created
+        existing = await self.get_run(run.run_id)
+        assert existing is not None
+        return False, existing
+
+    def _insert_run(
+        self,
+        db: sqlite3.Connection,
+        run: NewRun,
+        owner: str | None,
+        lease_expires: float,
+        now: float,
+    ) -> RunRecord | None:
+        """Insert ``run`` unless its id exists; the record if it was created."""
+        record = created_record(run, owner, lease_expires, now)
         cur = db.execute(
             self._q["insert_run"],
             (
                 run.run_id,
                 run.workflow,
-                status,
+                record.status,
                 run.input,
                 owner,
-                lease_expires if owner else None,
-                epoch,
+                record.lease_expires,
+                record.epoch,
                 run.parent_id,
                 run.queue,
                 run.priority,
                 run.deadline,
                 now,
                 now,
+                run.concurrency_key,
             ),
         )
-        if cur.rowcount == 1:
-            return True, RunRecord(
-                run_id=run.run_id,
-                workflow=run.workflow,
-                status=status,
-                input=run.input,
-                epoch=epoch,
-                owner=owner,
-                lease_expires=lease_expires if owner else None,
-                parent_id=run.parent_id,
-                queue=run.queue,
-                priority=run.priority,
-                deadline=run.deadline,
-                created_at=now,
-                updated_at=now,
-            )
-        existing = await self.get_run(run.run_id)
-        assert existing is not None
-        return False, existing
+        return record if cur.rowcount == 1 else None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         return next(_records(self.db.execute(self._q["get_run"], (run_id,)), RunRecord), None)
@@ -379,9 +395,22 @@ class SQLiteStore(Store):
                 allowed = min(allowed, limit)
                 if allowed <= 0:
                     continue
-                cur = db.execute(
-                    self._q["claim_queue"], (owner, lease_expires, now, name, now, allowed)
-                )
+                if limits.per_key_concurrency is None:
+                    cur = db.execute(
+                        self._q["claim_queue"], (owner, lease_expires, now, name, now, allowed)
+                    )
+                else:
+                    cur = db.execute(
+                        self._q["claim_queue_per_key"],
+                        {
+                            "owner": owner,
+                            "lease_expires": lease_expires,
+                            "now": now,
+                            "queue": name,
+                            "per_key": limits.per_key_concurrency,
+                            "limit": allowed,
+                        },
+                    )
                 runs = list(_records(cur, RunRecord))
                 if limits.rate_limit:
                     db.executemany(self._q["record_queue_start"], [(name, now)] * len(runs))
@@ -485,6 +514,7 @@ class SQLiteStore(Store):
         with self._tx() as db:
             rows = db.execute(self._q["finished_run_trees"], (older_than,)).fetchall()
             if not rows:
+                db.execute(self._q["delete_dedup_keys"], ("[]", older_than))
                 return 0
             ids = json.dumps([run_id for (run_id,) in rows])
             for below in (
@@ -496,6 +526,7 @@ class SQLiteStore(Store):
                 "delete_stream_heads",
             ):
                 db.execute(self._q[below], (ids,))
+            db.execute(self._q["delete_dedup_keys"], (ids, older_than))
             return int(db.execute(self._q["delete_runs"], (ids,)).rowcount)
 
     async def ref_payloads(self) -> list[bytes]:
@@ -517,6 +548,43 @@ class SQLiteStore(Store):
 
     async def load_usage(self, run_id: str) -> list[UsageTotal]:
         return list(_records(self.db.execute(self._q["load_usage"], (run_id,)), UsageTotal))
+
+    # -- schedules -------------------------------------------------------------------------------
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return list(_records(self.db.execute(self._q["list_schedules"]), ScheduleRecord))
+
+    async def register_schedules(
+        self, schedules: Sequence[ScheduleRecord], now: float
+    ) -> list[ScheduleRecord]:
+        with self._tx() as db:
+            db.executemany(
+                self._q["register_schedule"], [schedule_params(s, now) for s in schedules]
+            )
+        names = {s.name for s in schedules}
+        return [s for s in await self.list_schedules() if s.name in names]
+
+    async def fire_tick(
+        self,
+        name: str,
+        tick: float,
+        run: NewRun,
+        *,
+        owner: str | None,
+        lease_expires: float,
+        now: float,
+    ) -> RunRecord | None:
+        params = tick_params(name, tick, run, owner, lease_expires, now)
+        with self._tx() as db:
+            created = db.execute(self._q["insert_tick_run"], params).rowcount == 1
+            db.execute(self._q["mark_tick"], params)
+        return created_record(run, owner, lease_expires, now) if created else None
+
+    async def set_schedule_paused(self, name: str, paused: bool, now: float) -> bool | None:
+        db = self.db
+        params = {"name": name, "paused": int(paused), "now": now}
+        if db.execute(self._q["pause_schedule"], params).rowcount == 1:
+            return True
+        return False if db.execute(self._q["schedule_exists"], (name,)).fetchone() else None
 
     # -- blobs -----------------------------------------------------------------------------------
     async def put_blobs(self, blobs: Mapping[bytes, bytes]) -> None:

@@ -59,9 +59,10 @@ SELECT pg_notify('undying', %s)
 -- name: insert_run
 WITH created AS (
     INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
-                      queue, priority, deadline, created_at, updated_at)
+                      queue, priority, deadline, created_at, updated_at, concurrency_key)
     VALUES (%(run_id)s, %(workflow)s, %(status)s, %(input)s, %(owner)s, %(lease_expires)s,
-            %(epoch)s, %(parent_id)s, %(queue)s, %(priority)s, %(deadline)s, %(now)s, %(now)s)
+            %(epoch)s, %(parent_id)s, %(queue)s, %(priority)s, %(deadline)s, %(now)s, %(now)s,
+            %(concurrency_key)s)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires,
               wake_at, cancel_requested, parent_id, queue, priority, deadline, status_value,
@@ -73,6 +74,21 @@ WITH created AS (
 -- The condition is always true; it makes the statement run `notified` (a CTE that nothing
 -- reads is not run) while the row stays exactly a run's columns.
 SELECT * FROM created WHERE (SELECT count(*) FROM notified) >= 0
+
+-- name: hold_dedup_key
+-- Take a start's dedup key for its run unless another run holds it (not expired). Two
+-- starts racing for a key: the second waits on the first's row, then finds it (ON CONFLICT
+-- sees the newest version of the row) and returns nothing; only a condition on the
+-- conflicting row itself is safe here, a subquery would read the statement's older snapshot.
+INSERT INTO dedup_keys (workflow, key, run_id, expires_at)
+VALUES (%(workflow)s, %(key)s, %(run_id)s, %(until)s)
+ON CONFLICT (workflow, key) DO UPDATE SET
+    run_id = excluded.run_id, expires_at = excluded.expires_at
+WHERE dedup_keys.expires_at <= %(now)s
+RETURNING run_id
+
+-- name: dedup_holder
+SELECT run_id FROM dedup_keys WHERE workflow = %(workflow)s AND key = %(key)s
 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
@@ -329,6 +345,42 @@ RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_ex
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
           created_at, updated_at, stalled_takeovers, progress_mark
 
+-- name: claim_queue_per_key
+-- claim_queue for a queue with a per-key limit: a due run with a concurrency key is taken
+-- only while its key has room, counting the key's runs running now and those before it in
+-- this claim (row_number, in claim order). The claim holds the queue's advisory lock, so
+-- no other worker claims from the queue meanwhile. Window functions cannot be locked with
+-- FOR UPDATE, so the rows are locked by the query around them, which re-checks that each is
+-- still due (a run cancelled since the snapshot is not claimed).
+UPDATE runs SET status = 'running', owner = %(owner)s, lease_expires = %(lease_expires)s,
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = %(now)s,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+WHERE run_id IN (
+    SELECT run_id FROM runs
+    WHERE (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
+      AND run_id IN (
+        SELECT run_id FROM (
+            SELECT run_id, concurrency_key,
+                   row_number() OVER (PARTITION BY concurrency_key
+                                      ORDER BY priority DESC, created_at) AS nth
+            FROM runs
+            WHERE queue = %(queue)s
+              AND (status = 'pending' OR (status = 'waiting' AND wake_at <= %(now)s))
+        ) AS due
+        WHERE concurrency_key IS NULL
+           OR nth + (SELECT count(*) FROM runs AS busy
+                     WHERE busy.queue = %(queue)s AND busy.status = 'running'
+                       AND busy.concurrency_key = due.concurrency_key) <= %(per_key)s)
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at, stalled_takeovers, progress_mark
+
 -- name: count_queue_running
 SELECT count(*) FROM runs WHERE queue = %s AND status = 'running'
 
@@ -458,7 +510,7 @@ ORDER BY seq DESC LIMIT 1
 -- Ended top-level runs with all their descendants, journals, events and lineage, at once.
 WITH RECURSIVE tree (run_id) AS (
     SELECT run_id FROM runs
-    WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < %s
+    WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < %(older_than)s
       AND parent_id IS NULL
     UNION
     SELECT r.run_id FROM runs r JOIN tree t ON r.parent_id = t.run_id
@@ -474,6 +526,9 @@ WITH RECURSIVE tree (run_id) AS (
     DELETE FROM streams WHERE run_id IN (SELECT run_id FROM tree)
 ), stream_items_gone AS (
     DELETE FROM stream_items WHERE run_id IN (SELECT run_id FROM tree)
+), dedup_gone AS (
+    -- the keys of deleted runs, and keys that expired before the cut-off
+    DELETE FROM dedup_keys WHERE run_id IN (SELECT run_id FROM tree) OR expires_at < %(older_than)s
 )
 DELETE FROM runs WHERE run_id IN (SELECT run_id FROM tree)
 
@@ -687,3 +742,63 @@ WITH picked AS (
     GROUP BY stream
 )
 SELECT count(*) FROM copied
+-- Schedules (store.base.Schedules; the ticker fires them, pause/resume is Control's).
+
+-- name: register_schedule
+-- A schedule's definition is its code's (the latest worker to start with it wins); its state
+-- (paused, last_tick, resumed_at) is never touched here.
+INSERT INTO schedules (name, workflow, cron, every, timezone, missed, max_catch_up,
+                       created_at, updated_at)
+VALUES (%(name)s, %(workflow)s, %(cron)s, %(every)s, %(timezone)s, %(missed)s,
+        %(max_catch_up)s, %(now)s, %(now)s)
+ON CONFLICT (name) DO UPDATE SET
+    workflow = excluded.workflow, cron = excluded.cron, every = excluded.every,
+    timezone = excluded.timezone, missed = excluded.missed,
+    max_catch_up = excluded.max_catch_up, updated_at = excluded.updated_at
+
+-- name: list_schedules
+SELECT name, workflow, cron, every, timezone, missed, max_catch_up, paused, last_tick,
+       resumed_at, created_at, updated_at
+FROM schedules ORDER BY name
+
+-- name: fire_tick
+-- One statement: lock the schedule row while it may fire this tick (a pause committing
+-- meanwhile is waited for and re-checked), note the tick, create its run unless it exists,
+-- and tell other workers about a run nobody claimed yet.
+WITH due AS (
+    SELECT name FROM schedules
+    WHERE name = %(name)s AND NOT paused
+      AND (resumed_at IS NULL OR resumed_at < %(tick)s::float8)
+    FOR NO KEY UPDATE
+), marked AS (
+    UPDATE schedules SET last_tick = greatest(coalesce(last_tick, %(tick)s::float8),
+                                              %(tick)s::float8)
+    WHERE name IN (SELECT name FROM due)
+), created AS (
+    INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, queue,
+                      priority, created_at, updated_at)
+    SELECT %(run_id)s::text, %(workflow)s::text, %(status)s::text, %(input)s::bytea,
+           %(owner)s::text, %(lease_expires)s::float8, %(epoch)s::bigint, %(queue)s::text,
+           %(priority)s::integer, %(now)s::float8, %(now)s::float8
+    FROM due
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires,
+              wake_at, cancel_requested, parent_id, queue, priority, deadline, status_value,
+              generation, created_at, updated_at, stalled_takeovers, progress_mark
+), notified AS (
+    SELECT pg_notify('undying', %(token)s) FROM created WHERE owner IS NULL
+)
+SELECT * FROM created WHERE (SELECT count(*) FROM notified) >= 0
+
+-- name: pause_schedule
+-- A resume notes its time: ticks that came due while paused never run. Returns whether the
+-- schedule exists and whether it changed.
+WITH target AS (
+    SELECT name FROM schedules WHERE name = %(name)s
+), changed AS (
+    UPDATE schedules SET paused = %(paused)s, updated_at = %(now)s,
+        resumed_at = CASE WHEN %(paused)s THEN resumed_at ELSE %(now)s END
+    WHERE name = %(name)s AND paused <> %(paused)s
+    RETURNING name
+)
+SELECT (SELECT count(*) FROM target), (SELECT count(*) FROM changed)

@@ -29,9 +29,18 @@ INSERT INTO undying_migrations (version, name, applied_at) VALUES (?, ?, ?)
 
 -- name: insert_run
 INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
-                  queue, priority, deadline, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  queue, priority, deadline, created_at, updated_at, concurrency_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO NOTHING
+
+-- name: dedup_holder
+-- The run holding a start's dedup key (read inside the start's BEGIN IMMEDIATE).
+SELECT run_id FROM dedup_keys WHERE workflow = ? AND key = ? AND expires_at > ?
+
+-- name: hold_dedup_key
+INSERT INTO dedup_keys (workflow, key, run_id, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (workflow, key) DO UPDATE SET
+    run_id = excluded.run_id, expires_at = excluded.expires_at
 
 -- name: get_run
 SELECT run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
@@ -120,6 +129,33 @@ WHERE run_id IN (
     SELECT run_id FROM runs
     WHERE queue = ? AND (status = 'pending' OR (status = 'waiting' AND wake_at <= ?))
     ORDER BY priority DESC, created_at LIMIT ?)
+RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
+          cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
+          created_at, updated_at, stalled_takeovers, progress_mark
+
+-- name: claim_queue_per_key
+-- claim_queue for a queue with a per-key limit: a due run with a concurrency key is taken
+-- only while its key has room, counting the key's runs running now (any worker's: the claim
+-- holds the write lock) and those before it in this claim (row_number, in claim order).
+UPDATE runs SET status = 'running', owner = :owner, lease_expires = :lease_expires,
+                epoch = epoch + 1, wake_at = NULL, wait_events = NULL, updated_at = :now,
+    stalled_takeovers = CASE
+        WHEN progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+        THEN stalled_takeovers ELSE 0 END,
+    progress_mark = (SELECT mark FROM run_progress p WHERE p.run_id = runs.run_id)
+WHERE run_id IN (
+    SELECT run_id FROM (
+        SELECT run_id, priority, created_at, concurrency_key,
+               row_number() OVER (PARTITION BY concurrency_key
+                                  ORDER BY priority DESC, created_at) AS nth
+        FROM runs
+        WHERE queue = :queue AND (status = 'pending' OR (status = 'waiting' AND wake_at <= :now))
+    ) AS due
+    WHERE concurrency_key IS NULL
+       OR nth + (SELECT count(*) FROM runs AS busy
+                 WHERE busy.queue = :queue AND busy.status = 'running'
+                   AND busy.concurrency_key = due.concurrency_key) <= :per_key
+    ORDER BY priority DESC, created_at LIMIT :limit)
 RETURNING run_id, workflow, status, input, epoch, owner, output, error, lease_expires, wake_at,
           cancel_requested, parent_id, queue, priority, deadline, status_value, generation,
           created_at, updated_at, stalled_takeovers, progress_mark
@@ -243,6 +279,10 @@ DELETE FROM lineage WHERE run_id IN (SELECT value FROM json_each(?))
 
 -- name: delete_usage
 DELETE FROM usage WHERE run_id IN (SELECT value FROM json_each(?))
+
+-- name: delete_dedup_keys
+-- The keys of deleted runs, and keys that expired before the cut-off.
+DELETE FROM dedup_keys WHERE run_id IN (SELECT value FROM json_each(?)) OR expires_at < ?
 
 -- name: delete_runs
 DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))
@@ -409,3 +449,44 @@ DELETE FROM streams WHERE run_id IN (SELECT value FROM json_each(?))
 
 -- name: delete_stream_items
 DELETE FROM stream_items WHERE run_id IN (SELECT value FROM json_each(?))
+-- Schedules (store.base.Schedules; the ticker fires them, pause/resume is Control's).
+
+-- name: register_schedule
+-- A schedule's definition is its code's (the latest worker to start with it wins); its state
+-- (paused, last_tick, resumed_at) is never touched here.
+INSERT INTO schedules (name, workflow, cron, every, timezone, missed, max_catch_up,
+                       created_at, updated_at)
+VALUES (:name, :workflow, :cron, :every, :timezone, :missed, :max_catch_up, :now, :now)
+ON CONFLICT (name) DO UPDATE SET
+    workflow = excluded.workflow, cron = excluded.cron, every = excluded.every,
+    timezone = excluded.timezone, missed = excluded.missed,
+    max_catch_up = excluded.max_catch_up, updated_at = excluded.updated_at
+
+-- name: list_schedules
+SELECT name, workflow, cron, every, timezone, missed, max_catch_up, paused, last_tick,
+       resumed_at, created_at, updated_at
+FROM schedules ORDER BY name
+
+-- name: insert_tick_run
+-- insert_run, only while the schedule may fire this tick (read under the write lock, so a
+-- pause committed before cannot be missed).
+INSERT INTO runs (run_id, workflow, status, input, owner, lease_expires, epoch, parent_id,
+                  queue, priority, deadline, created_at, updated_at)
+SELECT :run_id, :workflow, :status, :input, :owner, :lease_expires, :epoch, NULL,
+       :queue, :priority, NULL, :now, :now
+FROM schedules
+WHERE name = :name AND paused = 0 AND (resumed_at IS NULL OR resumed_at < :tick)
+ON CONFLICT (run_id) DO NOTHING
+
+-- name: mark_tick
+UPDATE schedules SET last_tick = max(coalesce(last_tick, :tick), :tick)
+WHERE name = :name AND paused = 0 AND (resumed_at IS NULL OR resumed_at < :tick)
+
+-- name: pause_schedule
+-- A resume notes its time: ticks that came due while paused never run.
+UPDATE schedules SET paused = :paused, updated_at = :now,
+    resumed_at = CASE WHEN :paused THEN resumed_at ELSE :now END
+WHERE name = :name AND paused <> :paused
+
+-- name: schedule_exists
+SELECT 1 FROM schedules WHERE name = ?
