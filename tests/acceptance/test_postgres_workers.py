@@ -290,7 +290,12 @@ def test_four_workers_kills_and_a_stop(tmp_path: Path) -> None:
             # frozen inside ctx.transaction, by the server ending its idle-in-transaction
             # session (which is what lets the run be taken over at all). What matters most is
             # checked next: none of them reached the journal.
-            refusals = stopped_log.count("lease lost") + stopped_log.count("idle-in-transaction")
+            # The server's goodbye is not always read before the socket closes: psycopg then
+            # reports the ended session as "server closed the connection".
+            refusals = sum(
+                stopped_log.count(sign)
+                for sign in ("lease lost", "idle-in-transaction", "server closed the connection")
+            )
             assert not late_per_run or refusals, (
                 "the zombie's writes after the takeover should have been refused:\n" + stopped_log
             )
