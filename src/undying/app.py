@@ -500,14 +500,11 @@ class App:
             if new_run_id
             else fork_run_id(run_id, determinism.original("uuid.uuid4")().hex[:8])
         )
-        now = time.time()
-        created, _ = await store.create_run(
-            NewRun(new_id, source.workflow, source.input), owner=None, lease_expires=now, now=now
-        )
-        if not created:
+        # Created with its journal in one transaction: visible any earlier, a worker could
+        # claim the fork and re-execute the steps (and effects) it is meant to reuse.
+        run = NewRun(new_id, source.workflow, source.input)
+        if not await store.fork_run(run, run_id, from_step, time.time()):
             raise InvalidArgument(f"run {new_id!r} already exists; pick another new_run_id")
-        await store.copy_journal(run_id, new_id, from_step)
-        await store.copy_streams(run_id, new_id, from_step)
         self._changed(None)
         return RunHandle(self, new_id)
 

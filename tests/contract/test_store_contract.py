@@ -305,6 +305,26 @@ def test_copy_journal_copies_completed_entries_before_a_position(make_store: Mak
     run(body())
 
 
+def test_fork_run_creates_the_run_with_its_journal_or_nothing(make_store: MakeStore) -> None:
+    """A fork is created already holding its copied journal: a worker that claims it at any
+    moment replays the copied steps instead of executing them (and their effects) again."""
+
+    async def body() -> None:
+        async with opened(make_store, "w1") as (store,):
+            epoch = await started(store, "src")
+            await store.write_entries("src", epoch, [entry(0), entry(1), entry(2, INTENT, None)])
+            assert await store.fork_run(new_run("fork"), "src", 3, NOW) is True
+            fork = await store.get_run("fork")
+            assert fork is not None and (fork.status, fork.owner) == (PENDING, None)
+            assert await journal(store, "fork") == [(0, OK, b"result"), (1, OK, b"result")]
+            # An id that exists is refused whole: nothing is copied into that run.
+            await store.create_run(new_run("taken"), owner=None, lease_expires=LEASE, now=NOW)
+            assert await store.fork_run(new_run("taken"), "src", 3, NOW) is False
+            assert await journal(store, "taken") == []
+
+    run(body())
+
+
 def test_continue_as_new_clears_journal_and_bumps_generation(make_store: MakeStore) -> None:
     async def body() -> None:
         async with opened(make_store, "w1") as (store,):

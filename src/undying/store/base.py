@@ -848,6 +848,20 @@ class Control(abc.ABC):
     async def resume_run(self, run_id: str, now: float) -> bool:
         """Make a failed or cancelled run pending again; its journal is kept and replayed."""
 
+    async def fork_run(self, run: NewRun, src_run_id: str, before_seq: int, now: float) -> bool:
+        """Create ``run`` (pending, unclaimed) holding the completed entries of ``src`` below
+        ``before_seq`` and their stream items, all at once; False if the id exists.
+
+        At once matters: a run visible before its journal is copied could be claimed by any
+        worker and re-execute the very steps (and effects) the fork meant to reuse. The
+        databases override this with one transaction; this default is atomic for a store
+        whose methods never suspend (the in-memory one)."""
+        created, _ = await self.create_run(run, owner=None, lease_expires=now, now=now)
+        if created:
+            await self.copy_journal(src_run_id, run.run_id, before_seq)
+            await self.copy_streams(src_run_id, run.run_id, before_seq)
+        return created
+
     @abc.abstractmethod
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         """Copy the completed entries of ``src`` below ``before_seq`` to ``dst`` (fork)."""

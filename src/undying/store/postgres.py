@@ -193,23 +193,7 @@ class PostgresStore(Store):
     async def create_run(
         self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
     ) -> tuple[bool, RunRecord]:
-        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
-        params = {
-            "run_id": run.run_id,
-            "workflow": run.workflow,
-            "status": status,
-            "input": run.input,
-            "owner": owner,
-            "lease_expires": lease_expires if owner else None,
-            "epoch": epoch,
-            "parent_id": run.parent_id,
-            "queue": run.queue,
-            "priority": run.priority,
-            "deadline": run.deadline,
-            "concurrency_key": run.concurrency_key,
-            "now": now,
-            "token": self._token,
-        }
+        params = self._run_params(run, owner, lease_expires, now)
         async with self._conn() as conn:
             cur = conn.cursor(row_factory=RUN_ROWS)
             if run.dedup_key is None:
@@ -231,6 +215,39 @@ class PostgresStore(Store):
             existing = await cur.fetchone()
         assert existing is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
         return False, existing
+
+    def _run_params(
+        self, run: NewRun, owner: str | None, lease_expires: float, now: float
+    ) -> dict[str, Any]:
+        """The ``insert_run`` parameters of a new run (claimed at once when it has an owner)."""
+        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
+        return {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "status": status,
+            "input": run.input,
+            "owner": owner,
+            "lease_expires": lease_expires if owner else None,
+            "epoch": epoch,
+            "parent_id": run.parent_id,
+            "queue": run.queue,
+            "priority": run.priority,
+            "deadline": run.deadline,
+            "concurrency_key": run.concurrency_key,
+            "now": now,
+            "token": self._token,
+        }
+
+    async def fork_run(self, run: NewRun, src_run_id: str, before_seq: int, now: float) -> bool:
+        params = self._run_params(run, None, now, now)
+        streams = {"src": src_run_id, "dst": run.run_id, "before": before_seq}
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(self._q["insert_run"], params)
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(self._q["copy_journal"], (run.run_id, src_run_id, before_seq))
+            await conn.execute(self._q["copy_streams"], streams)
+        return True
 
     async def _hold_dedup_key(self, conn: Conn, run: NewRun, now: float) -> str | None:
         """Take ``run``'s dedup key for it (in the caller's transaction); the id of the run

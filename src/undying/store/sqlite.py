@@ -479,6 +479,16 @@ class SQLiteStore(Store):
         rows = self.db.execute(self._q["load_payloads"], (run_id, min(wanted), max(wanted)))
         return {seq: data for seq, data in rows if seq in wanted and data is not None}
 
+    async def fork_run(self, run: NewRun, src_run_id: str, before_seq: int, now: float) -> bool:
+        with self._tx() as db:
+            if self._insert_run(db, run, None, now, now) is None:
+                return False
+            db.execute(self._q["copy_journal"], (run.run_id, src_run_id, before_seq))
+            params = {"src": src_run_id, "dst": run.run_id, "before": before_seq}
+            db.execute(self._q["copy_stream_items"], params)
+            db.execute(self._q["copy_stream_heads"], {"dst": run.run_id})
+        return True
+
     async def copy_journal(self, src_run_id: str, dst_run_id: str, before_seq: int) -> int:
         with self._tx() as db:
             cur = db.execute(self._q["copy_journal"], (dst_run_id, src_run_id, before_seq))
