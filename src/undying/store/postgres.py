@@ -200,15 +200,24 @@ class PostgresStore(Store):
                 await cur.execute(self._q["insert_run"], params, prepare=True)
                 created = await cur.fetchone()
             else:
-                async with conn.transaction():
-                    holder = await self._hold_dedup_key(conn, run, now)
-                    if holder is not None:
+                # Retention may delete the key's holder (an ended run) between our statements;
+                # then the key is free again, and the next round takes it.
+                for _ in range(3):
+                    async with conn.transaction():
+                        holder = await self._hold_dedup_key(conn, run, now)
+                        if holder is None:
+                            await cur.execute(self._q["insert_run"], params)
+                            created = await cur.fetchone()
+                            break
                         await cur.execute(self._q["get_run"], (holder,))
                         found = await cur.fetchone()
-                        assert found is not None, "a dedup key's run is never deleted alone"
+                    if found is not None:
                         return False, found
-                    await cur.execute(self._q["insert_run"], params)
-                    created = await cur.fetchone()
+                else:
+                    raise StoreError(
+                        f"could not start {run.run_id!r}: the run holding dedup key "
+                        f"{run.dedup_key!r} kept being deleted while it was read; retry"
+                    )
             if created is not None:
                 return True, created
             await cur.execute(self._q["get_run"], (run.run_id,), prepare=True)
@@ -259,8 +268,9 @@ class PostgresStore(Store):
             return None
         cur = await conn.execute(self._q["dedup_holder"], key)
         row = await cur.fetchone()
-        assert row is not None, "a dedup key found held cannot vanish inside the transaction"
-        return str(row[0])
+        # No row: retention deleted the key (and its ended run) since the statement above;
+        # "" names no run, so the caller finds none and tries again.
+        return "" if row is None else str(row[0])
 
     @retried_once
     async def get_run(self, run_id: str) -> RunRecord | None:
