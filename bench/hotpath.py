@@ -111,8 +111,8 @@ def sql_profile(files: common.FreshFiles, n: int, mode: str) -> tuple[float, lis
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     original = sqlite_store.SQLiteStore.connect
 
-    def connect(self: Any) -> Any:
-        db = original(self)
+    async def connect(self: Any) -> Any:
+        db = await original(self)
         if not isinstance(db, _Proxy):
             self._db = _Proxy(db, stats)
         return self._db
