@@ -32,7 +32,7 @@ OPTIONAL = (
     "croniter",
     "zstandard",
 )
-#: undying's own modules for those features, and the drivers not in use
+#: undying's own modules for those features (retention is opt-in), and the drivers not in use
 OPTIONAL_OWN = (
     "undying.web",
     "undying.llm",
@@ -40,7 +40,7 @@ OPTIONAL_OWN = (
     "undying.cli",
     "undying.demo",
     "undying.testing",
-    "undying.chunking",
+    "undying.retention",
     "undying.store.postgres",
     "undying.store.memory",
 )
