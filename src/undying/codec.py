@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import hashlib
 import struct
 import sys
 import uuid
@@ -85,6 +84,11 @@ from .codec_classes import (
     tag,
 )
 from .errors import SerializationError
+
+try:  # hashlib.blake2b is this very function; importing hashlib would also load OpenSSL
+    from _blake2 import blake2b as _blake2b  # (_hashlib, ~1 ms) at every start, unused here
+except ImportError:  # pragma: no cover - an interpreter built without the module
+    from hashlib import blake2b as _blake2b
 
 if TYPE_CHECKING:  # imported where used: most payloads never need them, and imports cost startup
     import zstandard
@@ -156,7 +160,7 @@ class _Ext:
 
 def digest(data: bytes) -> bytes:
     """A 16-byte fingerprint of encoded bytes; replay compares argument digests with it."""
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return _blake2b(data, digest_size=16).digest()
 
 
 # -- zstd, shared with undying.chunking ------------------------------------------------------------

@@ -37,7 +37,6 @@ from .failures import describe_error, type_path
 from .journal import JournalCursor, Recorder
 from .local import LocalRuns
 from .registry import Registry
-from .retention import collect_garbage
 from .settings import Settings
 from .store.base import (
     CANCELLED,
@@ -271,6 +270,8 @@ class Worker:
         while not self._stopping:
             if settings.retention_days is not None and time.monotonic() >= next_gc:
                 next_gc = time.monotonic() + GC_INTERVAL
+                from .retention import collect_garbage  # opt-in: not imported by every start
+
                 try:
                     await collect_garbage(store, older_than_days=settings.retention_days)
                 except Exception:

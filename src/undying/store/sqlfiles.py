@@ -2,19 +2,29 @@
 
 SQL lives in files, not in Python strings, so the schema can be read, diffed and reviewed as
 SQL, and ``undying migrate`` applies exactly what is shipped.
+
+The files are read with plain ``open`` when the package sits in a directory (the usual case):
+``importlib.resources`` costs about 3 ms of imports (zipfile, tempfile, shutil, bz2, lzma)
+on the way to a worker's first step. It is still used when the package is not on the file
+system (a zip import), where only it can read the files.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_SQL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sql")
 
 
 def queries(dialect: str) -> dict[str, str]:
     """Named blocks of ``sql/<dialect>/queries.sql`` (``-- name: x`` starts block x)."""
-    text = resources.files("undying.store").joinpath("sql", dialect, "queries.sql").read_text()
+    text = _read(dialect, "queries.sql")
     parts = _NAME.split(text)
     out: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -25,10 +35,30 @@ def queries(dialect: str) -> dict[str, str]:
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:
     """(version, file name, SQL) for every ``NNN_*.sql`` migration, in order."""
-    folder = resources.files("undying.store").joinpath("sql", dialect)
     found: list[tuple[int, str, str]] = []
-    for item in folder.iterdir():
-        match = re.match(r"^(\d+)_\w+\.sql$", item.name)
+    for name in _names(dialect):
+        match = re.match(r"^(\d+)_\w+\.sql$", name)
         if match:
-            found.append((int(match.group(1)), item.name, item.read_text()))
+            found.append((int(match.group(1)), name, _read(dialect, name)))
     return sorted(found)
+
+
+def _names(dialect: str) -> list[str]:
+    folder = os.path.join(_SQL_DIR, dialect)
+    if os.path.isdir(folder):
+        return os.listdir(folder)
+    return [item.name for item in _packaged(dialect).iterdir()]
+
+
+def _read(dialect: str, name: str) -> str:
+    folder = os.path.join(_SQL_DIR, dialect)
+    if os.path.isdir(folder):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            return f.read()
+    return _packaged(dialect).joinpath(name).read_text(encoding="utf-8")
+
+
+def _packaged(dialect: str) -> Traversable:
+    from importlib import resources
+
+    return resources.files("undying.store").joinpath("sql", dialect)

@@ -22,7 +22,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import InvalidArgument, LeaseLost, RunNotFound, StoreError
@@ -107,7 +106,7 @@ class SQLiteStore(Store):
         self._sync = DURABILITY[durability]
         self._db: sqlite3.Connection | None = None
         self._q = queries("sqlite")
-        self._lock_dir = Path(path + ".locks")
+        self._lock_dir = path + ".locks"
         self._lock_fd: int | None = None
         self._dead: set[str] = set()
         self._data_version = 0
@@ -117,11 +116,12 @@ class SQLiteStore(Store):
     async def open(self, worker_id: str) -> None:
         await self.connect()
         try:
-            self._lock_dir.mkdir(exist_ok=True)
-            fd = os.open(self._lock_dir / worker_id, os.O_CREAT | os.O_RDWR, 0o644)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self._lock_dir)
+            fd = os.open(os.path.join(self._lock_dir, worker_id), os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as exc:
             await self.close()
-            raise open_error(str(self._lock_dir), exc, self.busy_timeout) from exc
+            raise open_error(self._lock_dir, exc, self.busy_timeout) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,7 +188,7 @@ class SQLiteStore(Store):
         finally:
             if self._lock_fd is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(self._lock_dir / self._worker_id)
+                    os.unlink(os.path.join(self._lock_dir, self._worker_id))
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
@@ -364,7 +364,7 @@ class SQLiteStore(Store):
         """Owners of running runs whose lock file is free: their process is gone."""
         dead: list[str] = []
         for (owner,) in self.db.execute(self._q["running_owners"], (me,)).fetchall():
-            if owner in self._dead or not _owner_alive(self._lock_dir / owner):
+            if owner in self._dead or not _owner_alive(os.path.join(self._lock_dir, owner)):
                 self._dead.add(owner)
                 dead.append(owner)
         return dead
@@ -737,7 +737,7 @@ class SQLiteStore(Store):
             await asyncio.sleep(min(_CHANGE_POLL, left))
 
 
-def _owner_alive(lock_path: Path) -> bool:
+def _owner_alive(lock_path: str) -> bool:
     try:
         fd = os.open(lock_path, os.O_RDWR)
     except FileNotFoundError:
