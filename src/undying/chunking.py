@@ -1,10 +1,20 @@
-"""Content-defined chunking, so that a payload that keeps growing is stored once, not every turn.
+"""Chunked payloads, so that a payload that keeps growing is stored once, not every turn.
 
 An agent step often returns its whole message history, one message longer each turn. Stored
-whole, 1,000 turns of 1 KB messages cost ~500 MB; split here, ~1.5 MB (measured): each part of the
-history is stored once, plus the last chunk, rewritten as it fills up.
+whole, 1,000 turns of 1 KB messages cost ~500 MB. Two formats cut a payload into blobs:
 
-How a payload is cut:
+**Format 2** (codec frames whose value is a container; a compressed frame, at most 16 KiB, is
+split as its uncompressed equivalent, which reads back to the same value): cut at the parts of
+the value (:mod:`undying.value_parts`): each message of a history is one blob, stored once,
+whatever its entropy; the bytes that change every turn (headers that count the items, the
+frame's CRC) stay inline in the reference as *gaps*. The parts' hashes are grouped into level-1
+nodes by content; the hashes after the last group boundary (a handful: the group still filling
+up) stay inline too, so a growing history writes a node only when a group closes, and the closed
+nodes form a tree above (fanout :data:`_PARTS_FANOUT`). The last few splits are remembered: a
+frame that extends one of them (the next turn's history) is compared once with it and only its
+new parts are hashed and compressed, so the cost of a turn is its new message, not the history.
+
+**Format 1** (everything else, and every reference written before format 2):
 
 * The first :data:`_PREFIX` bytes stay inline in the root reference. They hold the msgpack
   headers that count the history's items (and any ext length prefixes around it), which change
@@ -21,17 +31,22 @@ How a payload is cut:
   rightmost node (and its ancestors) along each time.
 
 Blobs are keyed by blake2b-128 with distinct personalisation for chunks and nodes, so a node can
-never be read back as a chunk. :func:`join` checks every blob against its key, so a missing or
-damaged blob raises :class:`~undying.errors.SerializationError` instead of returning wrong bytes.
+never be read back as a chunk (a format-2 part is stored as a chunk). :func:`join` checks every
+blob against its key, so a missing or damaged blob raises
+:class:`~undying.errors.SerializationError` instead of returning wrong bytes.
 
-Formats (a new layout needs a new ``_VERSION``)::
+Layouts (a new layout needs a new version byte; every version stays readable)::
 
-    root ref = version:u8 | hashes:u8 | height:u8 | length:u64le | tree root? | last chunk? | prefix
-    chunk    = 0x00 | raw bytes        or        0x01 | zstd frame
-    node     = 0x02 | level:u8 | 16-byte hashes of level-1 nodes, or of chunks when level is 1
+    ref v1 = 1:u8 | hashes:u8 | height:u8 | length:u64le | tree root? | last chunk? | prefix
+    ref v2 = 2:u8 | height:u8 | open:u8 | length:u64le | gaps:u16le | tree root? (if height)
+             | open x 16-byte part hashes | gaps x (parts before it:u32le | size:u8 | bytes)
+    chunk  = 0x00 | raw bytes        or        0x01 | zstd frame
+    node   = 0x02 | level:u8 | 16-byte hashes of level-1 nodes, or of chunks when level is 1
 
-``hashes`` is 0 (everything fits in the prefix), 1 (one chunk) or 2 (a tree of all chunks but
-the last, then the last); ``height`` is the tree root's level, 0 when the tree is a single chunk.
+In v1, ``hashes`` is 0 (everything fits in the prefix), 1 (one chunk) or 2 (a tree of all
+chunks but the last, then the last); ``height`` is the tree root's level, 0 when the tree is a
+single chunk. In v2 the payload is the gaps and the parts in order: the tree's leaves, then the
+``open`` inline hashes, each gap placed after the number of parts it names.
 """
 
 from __future__ import annotations
@@ -47,7 +62,7 @@ from typing import Final
 from pyfastcdc import FastCDC
 
 from undying import value_parts
-from undying.codec import CHUNK_THRESHOLD, zstd_compress, zstd_decompress
+from undying.codec import CHUNK_THRESHOLD, uncompressed, zstd_compress, zstd_decompress
 from undying.errors import SerializationError
 from undying.value_parts import Cut
 
@@ -75,7 +90,7 @@ _NODE: Final = 0x02
 
 _HEAD: Final = struct.Struct("<BBBQ")
 _HEAD2: Final = struct.Struct("<BBBQH")
-_GAP_HEAD: Final = struct.Struct("<IB")
+_GAP_HEAD: Final = struct.Struct("<IB")  # gaps are shorter than 64 bytes
 _PARTS_VERSION: Final = 2
 # Format 2's nodes are smaller: the right edge of its tree is rewritten as parts close a node,
 # and a part (one message) is much smaller than a 4 KiB chunk.
@@ -125,10 +140,15 @@ def split(data: bytes) -> tuple[bytes, dict[bytes, bytes]]:
     caller stores those it does not have yet (INSERT OR IGNORE). Deterministic: the same data
     always gives the same reference and blobs.
     """
-    if len(data) > CHUNK_THRESHOLD:
-        parts = _split_parts(data)
+    if len(data) > _PREFIX:
+        parts = _split_parts(uncompressed(data) or data)
         if parts is not None:
             return parts
+    return _split_content(data)
+
+
+def _split_content(data: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """Format 1: FastCDC chunks (any bytes; small frames and values that are no container)."""
     blobs: dict[bytes, bytes] = {}
     chunks: list[bytes] = []
     cutter = FastCDC(  # not safe to share between threads, and cheap to build

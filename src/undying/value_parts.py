@@ -9,11 +9,11 @@ stores each message once, as its own blob, whatever its size or entropy.
 
 :func:`cut` walks the msgpack body of a frame: the value's container (a list, dict, tuple,
 dataclass...) is cut between its children. Small consecutive children are grouped into parts of
-at least :data:`MIN_PART` bytes; a child larger than :data:`MAX_PART` is walked into when it is
-a container (the history inside ``{"messages": [...]}``) and cut by content when it is one long
-string or bytes value. The bytes between parts that change every turn (the frame header, the
-containers' headers, the CRC at the end) are short and become *gaps*, kept inline in the
-reference rather than stored as blobs.
+at least :data:`MIN_PART` bytes; a container child of a few KiB or more is walked into (the
+history inside ``{"messages": [...]}``), and a child larger than :data:`MAX_PART` that is one
+long string or bytes value is cut by content. The bytes between parts that change every turn
+(the frame header, the containers' headers, the CRC at the end) are short and become *gaps*,
+kept inline in the reference rather than stored as blobs.
 
 Only the structure is read (headers, and msgpack's C ``skip`` over each child); nothing is
 decoded, so no class is looked up and no value is built. Anything that does not parse as
@@ -36,6 +36,9 @@ MAX_PART: Final = 16 * 1024
 """No part is larger (a stored chunk is decompressed into at most this much)."""
 
 _GAP: Final = 64  # a range shorter than this stays inline, as a gap
+# A container child larger than this is cut between its own children (a history inside a dict
+# is cut per message before it outgrows MAX_PART), while inline gaps have room to spare.
+_WALK: Final = 4 * MIN_PART
 _MAX_GAPS: Final = 1024  # total inline bytes; past this the value is cut by content instead
 _MAX_DEPTH: Final = 32  # containers walked into, one inside the other
 _FRAME_TAIL: Final = 4  # the codec frame's CRC
@@ -116,9 +119,11 @@ class _Cutter:
         for index in range(done, count):
             unpacker.skip()
             child_end = first + unpacker.tell()
-            if child_end - child_start > MAX_PART:
+            size = child_end - child_start
+            nested = size > _WALK and _container(self.data, child_start) is not None
+            if size > MAX_PART or (nested and self.gaps < _MAX_GAPS // 2):
                 self.flush(child_start)
-                if _container(self.data, child_start) is not None:
+                if nested:
                     self.walk(child_start, child_end, depth + 1)
                 else:
                     view = memoryview(self.data)[child_start:child_end]
