@@ -95,6 +95,9 @@ _PARTS_VERSION: Final = 2
 # Format 2's nodes are smaller: the right edge of its tree is rewritten as parts close a node,
 # and a part (one message) is much smaller than a 4 KiB chunk.
 _PARTS_FANOUT: Final = 8
+# A frame this small holds one message or so: format 1 stores it as one chunk just as well, and
+# faster (so a step that returns one new message each turn costs what it did).
+_PARTS_MIN: Final = 2048
 _CHUNK_PERSON: Final = b"undying.chunk"
 _NODE_PERSON: Final = b"undying.node"
 
@@ -140,8 +143,9 @@ def split(data: bytes) -> tuple[bytes, dict[bytes, bytes]]:
     caller stores those it does not have yet (INSERT OR IGNORE). Deterministic: the same data
     always gives the same reference and blobs.
     """
-    if len(data) > _PREFIX:
-        parts = _split_parts(uncompressed(data) or data)
+    plain = uncompressed(data)  # a compressed frame holds over 2 KiB of value
+    if plain is not None or len(data) > _PARTS_MIN:
+        parts = _split_parts(plain or data)
         if parts is not None:
             return parts
     return _split_content(data)
@@ -201,7 +205,7 @@ class _Split:
 # The last few format-2 splits: a step that returns its whole history meets its own previous
 # frame here, and re-splitting it costs one compare plus the new message, not the history.
 _SPLITS: Final = 4
-_SPLIT_LIMIT: Final = 64 * 1024 * 1024
+_SPLITS_BYTES: Final = 32 * 1024 * 1024  # of frames remembered, all together
 _splits: list[_Split] = []
 _splits_lock = threading.Lock()
 
@@ -261,10 +265,11 @@ def _split_parts(data: bytes) -> tuple[bytes, dict[bytes, bytes]] | None:
     if split.nodes:
         root, height = _build_tree(split.nodes, blobs, level=1, fanout=_PARTS_FANOUT)
         tree = (root,)
-    if len(data) <= _SPLIT_LIMIT:
-        with _splits_lock:
-            _splits.append(split)
-            del _splits[:-_SPLITS]
+    with _splits_lock:
+        _splits.append(split)
+        del _splits[:-_SPLITS]
+        while sum(len(kept.data) for kept in _splits) > _SPLITS_BYTES:
+            del _splits[0]
     inline = []
     for index, before in gaps:
         start, end, _ = segments[index]
