@@ -136,12 +136,14 @@ def _stored_chunk(key: bytes, raw: memoryview) -> bytes:
 
 
 def split(data: bytes) -> tuple[bytes, dict[bytes, bytes]]:
-    """Cut ``data`` into content-defined blobs.
+    """Cut ``data`` into blobs: at the parts of its value (format 2) when it is a codec frame
+    holding a container, by content (format 1) otherwise.
 
-    Returns ``(root_ref, blobs)``: ``root_ref`` (at most ~170 bytes) is what the caller keeps in
-    place of the payload; ``blobs`` maps each hash to the bytes to store under it, and the
-    caller stores those it does not have yet (INSERT OR IGNORE). Deterministic: the same data
-    always gives the same reference and blobs.
+    Returns ``(root_ref, blobs)``: ``root_ref`` (~170 bytes in format 1; in format 2 ~30 bytes
+    plus 16 per hash not yet in a tree node, at most 31, plus the inline gaps) is what the
+    caller keeps in place of the payload; ``blobs`` maps each hash to the bytes to store under
+    it, and the caller stores those it does not have yet (INSERT OR IGNORE). Deterministic: the
+    same data always gives the same reference and blobs.
     """
     plain = uncompressed(data)  # a compressed frame holds over 2 KiB of value
     if plain is not None or len(data) > _PARTS_MIN:
