@@ -7,11 +7,14 @@ system under test: a peer's child process imports this module and nothing of und
 * ``text``: prose-like words, different every turn (compresses well, like chat text).
 * ``hex``: 16 sha256 hex digests joined (1 KiB of high-entropy text that compresses ~2x,
   like ids, hashes or base64 in tool output).
+* ``json``: a tool result as a JSON document (~1 KiB: records with ids, names, prices and
+  tags), kept as a string, as tool calls return it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 
 Message = dict[str, object]
@@ -27,7 +30,26 @@ def hex_message(turn: int) -> Message:
     return {"role": "assistant" if turn % 2 else "user", "turn": turn, "content": "".join(digests)}
 
 
-SHAPES: dict[str, Callable[[int], Message]] = {"text": text_message, "hex": hex_message}
+def json_message(turn: int) -> Message:
+    records = [
+        {
+            "id": turn * 12 + i,
+            "name": f"item-{(turn * 37 + i * 11) % 997}",
+            "price": round(((turn * 7919 + i * 104729) % 100000) / 100, 2),
+            "in_stock": (turn + i) % 3 != 0,
+            "tags": [f"tag{(turn + i * j) % 50}" for j in range(3)],
+        }
+        for i in range(10)
+    ]
+    document = json.dumps({"query": f"search {turn}", "results": records}, separators=(",", ":"))
+    return {"role": "tool", "turn": turn, "content": document}
+
+
+SHAPES: dict[str, Callable[[int], Message]] = {
+    "text": text_message,
+    "hex": hex_message,
+    "json": json_message,
+}
 
 
 def message(shape: str, turn: int) -> Message:

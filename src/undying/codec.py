@@ -93,7 +93,15 @@ except ImportError:  # pragma: no cover - an interpreter built without the modul
 if TYPE_CHECKING:  # imported where used: most payloads never need them, and imports cost startup
     import zstandard
 
-__all__ = ["CHUNK_THRESHOLD", "MAX_DEPTH", "Codec", "digest", "zstd_compress", "zstd_decompress"]
+__all__ = [
+    "CHUNK_THRESHOLD",
+    "MAX_DEPTH",
+    "Codec",
+    "digest",
+    "uncompressed",
+    "zstd_compress",
+    "zstd_decompress",
+]
 
 CHUNK_THRESHOLD: Final = 16 * 1024
 """Encoded payloads larger than this are stored as content-defined chunks, not whole."""
@@ -156,6 +164,23 @@ class _Ext:
     UUID = 10
     PICKLE = 15
     TAG = TAG
+
+
+def uncompressed(frame: bytes) -> bytes | None:
+    """The same value's frame with its body not compressed, for a sound compressed frame
+    (None for any other). The chunker cuts a history at its messages, which it cannot do
+    inside a zstd stream; the value read back is the same."""
+    header = frame[0] if len(frame) > _OVERHEAD else None
+    if header not in (_ZSTD, _TAGGED_ZSTD):
+        return None
+    body = frame[1:-4]
+    if zlib.crc32(body, _CRC_SEED[header]) != _CRC.unpack_from(frame, len(frame) - 4)[0]:
+        return None  # damaged: stored as it is, and refused when read
+    try:
+        plain = zstd_decompress(body, _MAX_COMPRESSED_BODY)
+    except SerializationError:
+        return None
+    return _frame(_PLAIN if header == _ZSTD else _TAGGED, plain)
 
 
 def digest(data: bytes) -> bytes:

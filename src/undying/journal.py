@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .codec import Codec, digest
 from .errors import LeaseLost, NonDeterminismError, SerializationError, UndyingError
 from .failures import rebuild_error
-from .payloads import OFFLOAD_THRESHOLD, REF_MARK, offload, resolve
+from .payloads import OFFLOAD_THRESHOLD, REF_MARK, offload, remember, resolve
 from .signals import Suspended
 from .store.base import (
     ARMED,
@@ -161,6 +161,7 @@ class Recorder:
         "_status_task",
         "closed",
         "codec",
+        "committed_blobs",
         "cursor",
         "digest_codec",
         "flushing",
@@ -198,6 +199,8 @@ class Recorder:
         self.strict = strict
         #: replay only: a call the journal does not hold raises ReplayDiverged, nothing runs
         self.read_only = read_only
+        #: blobs this execution's committed entries refer to (payloads.offload skips them)
+        self.committed_blobs: set[bytes] = set()
         self.pending: list[Entry] = []
         self.closed = False
         self.inflight = 0
@@ -346,11 +349,14 @@ class Recorder:
                 f"{entries[-1].seq} that the recorded run never made"
             )
         try:
+            needed = None
             for entry in entries:  # a loop, not any(): this runs once per step
                 if entry.payload is not None and len(entry.payload) > OFFLOAD_THRESHOLD:
-                    await offload(self.store, entries)
+                    needed = await offload(self.store, entries, self.committed_blobs)
                     break
             await self.store.write_entries(run.run_id, run.epoch, entries, durable=durable)
+            if needed:
+                remember(self.committed_blobs, needed)
         except LeaseLost:
             self.closed = True
             raise

@@ -13,7 +13,7 @@ workloads never pay for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 
 from .store.base import Blobs, Entry, ReadSide
 
@@ -30,19 +30,44 @@ def is_ref(payload: bytes | None) -> bool:
     return payload is not None and payload[:1] == _REF_PREFIX
 
 
-async def offload(store: Blobs, entries: Sequence[Entry]) -> None:
-    """Replace large payloads with chunk references, storing the chunks first.
+async def offload(
+    store: Blobs, entries: Sequence[Entry], committed: Set[bytes] = frozenset()
+) -> set[bytes]:
+    """Replace large payloads with chunk references, storing the chunks first; returns the
+    hashes of the blobs the references need.
 
     Chunks are content-addressed and written before the entry that refers to them, so a crash
-    in between leaves at worst an unreferenced blob for ``undying gc``, never a dangling ref."""
+    in between leaves at worst an unreferenced blob for ``undying gc``, never a dangling ref.
+
+    ``committed`` holds blobs that entries of this run's journal, already committed, refer to:
+    those are neither written nor touched again. GC cannot take them while those entries
+    stand, and a run's entries stand while it runs; a history that grows every turn would
+    otherwise rewrite every earlier message's row each turn.
+    """
+    needed: set[bytes] = set()
     for entry in entries:
         payload = entry.payload
         if payload is not None and len(payload) > OFFLOAD_THRESHOLD and not is_ref(payload):
             from .chunking import split
 
             root, blobs = split(payload)
+            needed.update(blobs)
+            if committed:
+                blobs = {key: blob for key, blob in blobs.items() if key not in committed}
             await store.put_blobs(blobs)
             entry.payload = _REF_PREFIX + root
+    return needed
+
+
+#: A recorder remembers at most this many committed blob hashes (then starts again).
+COMMITTED_LIMIT = 1 << 16
+
+
+def remember(committed: set[bytes], needed: set[bytes]) -> None:
+    """Add the blobs of entries just committed to a recorder's ``committed`` set."""
+    if len(committed) + len(needed) > COMMITTED_LIMIT:
+        committed.clear()
+    committed |= needed
 
 
 async def resolve(store: ReadSide, payload: bytes) -> bytes:

@@ -40,13 +40,19 @@ def test_growing_history_is_stored_once_and_replays(db_path: str) -> None:
             history = await think(history, turn)
         return len(history)
 
-    async def main() -> tuple[object, object]:
+    async def main() -> tuple[object, object, int]:
         async with app:
             first = await (await app.start(agent, run_id="grow")).result()
+            # Later turns do not re-put the blobs earlier turns committed: GC must still mark
+            # every one of them (format-2 references), and the fork must find them all.
+            report = await collect_garbage(app.store, grace=-1)
             forked = await app.fork("grow", from_step=turns)  # replays every step's payload
-            return first, await forked.result()
+            return first, await forked.result(), report.blobs_deleted
 
-    assert asyncio.run(main()) == (turns, turns)
+    assert asyncio.run(main()) == (turns, turns, 0)
+    with sqlite3.connect(db_path) as db:
+        refs = [row[0] for row in db.execute("SELECT payload FROM journal WHERE kind = 'step'")]
+    assert sum(1 for payload in refs if payload[:2] == b"\x10\x02") > turns * 0.9  # format 2
     size = _db_bytes(db_path)
     whole = sum(len(repr([_message(t) for t in range(n + 1)])) for n in range(turns))
     # Stored whole, the results would take `whole` bytes (~11 MB); chunked, a small fraction.
