@@ -111,16 +111,15 @@ def sql_profile(files: common.FreshFiles, n: int, mode: str) -> tuple[float, lis
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     original = sqlite_store.SQLiteStore.connect
 
-    def connect(self: Any) -> Any:
-        db = original(self)
+    async def connect(self: Any) -> Any:
+        db = await original(self)
         if not isinstance(db, _Proxy):
             self._db = _Proxy(db, stats)
         return self._db
 
     sqlite_store.SQLiteStore.connect = connect  # type: ignore[method-assign]
     try:
-        run = throughput._sequential if mode == "sequential" else throughput._concurrent
-        elapsed = asyncio.run(run(files.path(f"sql-{mode}"), n, "normal"))
+        elapsed, _ = asyncio.run(throughput._undying(files.path(f"sql-{mode}"), n, "normal", mode))
     finally:
         sqlite_store.SQLiteStore.connect = original  # type: ignore[method-assign]
     total = sum(s[1] for s in stats.values())
