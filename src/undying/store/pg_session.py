@@ -127,7 +127,8 @@ class Sessions:
         self._closing = False
         #: the connection last handed back, kept out of the pool (see ``conn``)
         self._warm: Conn | None = None
-        self._warm_until = 0.0
+        #: when each connection out of the pool left it (by id; kept warm for a while only)
+        self._taken_at: dict[int, float] = {}
 
     async def connect(self, **extra: Any) -> Conn:
         """A connection of its own (autocommit), or a StoreError saying why there is none."""
@@ -195,7 +196,7 @@ class Sessions:
         if self._pool is not None:
             warm, self._warm = self._warm, None
             if warm is not None:
-                await self._pool.putconn(warm)
+                await self._checkin(warm)
             await self._pool.close()
             self._pool = None
 
@@ -293,13 +294,12 @@ class Sessions:
         if conn is not None:
             self._warm = None
         else:
-            conn = await self.pool.getconn()
-            self._warm_until = asyncio.get_running_loop().time() + WARM_SECONDS
+            conn = await self._checkout()
         for _ in range(self._pool_size):
             if not is_stale(conn):
                 break
             await self._discard(conn)
-            conn = await self.pool.getconn()
+            conn = await self._checkout()
         try:
             yield conn
         except psycopg.OperationalError as exc:
@@ -309,19 +309,14 @@ class Sessions:
         finally:
             await self._give_back(conn)
 
-    async def _give_back(self, conn: Conn) -> None:
-        """Keep ``conn`` as the warm connection if it is idle and none is kept yet (and it
-        has not been kept for ``WARM_SECONDS``: the pool's own upkeep, such as replacing old
-        connections, sees it again then), else return it to the pool, which resets it."""
-        if (
-            self._warm is None
-            and not self._closing
-            and not conn.broken
-            and conn.info.transaction_status == TransactionStatus.IDLE
-            and asyncio.get_running_loop().time() < self._warm_until
-        ):
-            self._warm = conn
-            return
+    async def _checkout(self) -> Conn:
+        conn = await self.pool.getconn()
+        self._taken_at[id(conn)] = asyncio.get_running_loop().time()
+        return conn
+
+    async def _checkin(self, conn: Conn) -> None:
+        """Return ``conn`` to the pool (which resets it), or close it if the pool is gone."""
+        self._taken_at.pop(id(conn), None)
         pool = self._pool
         if pool is None:  # the store closed while the connection was out
             with contextlib.suppress(Exception):
@@ -329,11 +324,28 @@ class Sessions:
             return
         await pool.putconn(conn)
 
+    async def _give_back(self, conn: Conn) -> None:
+        """Keep ``conn`` as the warm connection if it is idle, none is kept yet, and it left
+        the pool less than ``WARM_SECONDS`` ago (then the pool's own upkeep, such as
+        replacing old connections, sees it again); else return it to the pool."""
+        taken = self._taken_at.get(id(conn))
+        if (
+            self._warm is None
+            and not self._closing
+            and taken is not None
+            and not conn.broken
+            and conn.info.transaction_status == TransactionStatus.IDLE
+            and asyncio.get_running_loop().time() - taken < WARM_SECONDS
+        ):
+            self._warm = conn
+            return
+        await self._checkin(conn)
+
     async def _discard(self, conn: Conn) -> None:
         """Close a connection the server ended and hand it back: the pool replaces it."""
         with contextlib.suppress(Exception):
             await conn.close()
-        await self.pool.putconn(conn)
+        await self._checkin(conn)
 
     async def replace_ended(self) -> None:
         """After a session the server ended: test every idle pooled connection now (one
@@ -342,7 +354,7 @@ class Sessions:
         The warm connection goes back first, to be tested with them."""
         warm, self._warm = self._warm, None
         if warm is not None:
-            await self.pool.putconn(warm)
+            await self._checkin(warm)
         await self.pool.check()
 
 
