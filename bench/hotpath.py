@@ -119,8 +119,7 @@ def sql_profile(files: common.FreshFiles, n: int, mode: str) -> tuple[float, lis
 
     sqlite_store.SQLiteStore.connect = connect  # type: ignore[method-assign]
     try:
-        run = throughput._sequential if mode == "sequential" else throughput._concurrent
-        elapsed = asyncio.run(run(files.path(f"sql-{mode}"), n, "normal"))
+        elapsed, _ = asyncio.run(throughput._undying(files.path(f"sql-{mode}"), n, "normal", mode))
     finally:
         sqlite_store.SQLiteStore.connect = original  # type: ignore[method-assign]
     total = sum(s[1] for s in stats.values())

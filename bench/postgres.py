@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import os
 import signal
 import statistics
@@ -199,6 +200,32 @@ async def _floor(url: str, n: int, *, fenced: bool) -> float:
         return time.perf_counter() - start
 
 
+async def _count_steps(url: str, n: int) -> tuple[float, float]:
+    """Statements per step and server-session switches per step (deterministic, not timed):
+    every ``AsyncCursor.execute`` (``AsyncConnection.execute`` goes through it) of the
+    app's store during one ``n``-step run, and how often the next one ran on another
+    server process than the one before."""
+    import psycopg
+
+    pids: list[int] = []
+    original = psycopg.AsyncCursor.execute
+
+    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pids.append(self.connection.info.backend_pid)
+        return await original(self, *args, **kwargs)
+
+    bench_app = make_app(url)
+    async with bench_app:
+        await (await bench_app.start(WORKFLOW_STEPS, 10)).result()
+        psycopg.AsyncCursor.execute = execute  # type: ignore[method-assign]
+        try:
+            await (await bench_app.start(WORKFLOW_STEPS, n)).result()
+        finally:
+            psycopg.AsyncCursor.execute = original  # type: ignore[method-assign]
+    switches = sum(1 for a, b in itertools.pairwise(pids) if a != b)
+    return len(pids) / n, switches / n
+
+
 def measure_steps(server: str, n: int, reps: int) -> dict[str, Any]:
     floor: list[float] = []
     fenced: list[float] = []
@@ -218,6 +245,7 @@ def measure_steps(server: str, n: int, reps: int) -> dict[str, Any]:
             total.append(t)
             loop.append(lp)
             fenced.append(asyncio.run(_floor(url, n, fenced=True)))
+        statements, switches = asyncio.run(_count_steps(url, n))
     us = 1e6 / n
     ratios = [t / f for t, f in zip(total, floor, strict=True)]
     return {
@@ -227,6 +255,8 @@ def measure_steps(server: str, n: int, reps: int) -> dict[str, Any]:
         "loop": common.median(loop) * us,
         "ratio": common.median(ratios),
         "ratio_spread": common.spread(ratios),
+        "statements": statements,
+        "switches": switches,
         "spread": common.spread([t * us for t in total]),
         "floor_spread": common.spread([t * us for t in floor]),
         "samples": {
@@ -448,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ratio undying / floor: {r['ratio']:.2f}x (paired, min..max {r['ratio_spread']}); "
             f"target <= {TARGET_RATIO}x"
+        )
+        print(
+            f"counted (one more run, not timed): {r['statements']:.3f} statements per step, "
+            f"{r['switches']:.3f} switches of server session per step"
         )
         summary.append(
             common.summary_line(

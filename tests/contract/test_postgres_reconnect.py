@@ -138,3 +138,45 @@ def test_a_statement_meeting_a_session_ended_too_recently_to_see_is_retried(
             await store.close()
 
     asyncio.run(body())
+
+
+def test_writes_one_after_another_share_one_warm_session(pg_url: str, pg_cleaner: Any) -> None:
+    """The connection last handed back is handed out again (not the pool's next idle one),
+    so sequential statements wake one server process; once the server ends it, it is
+    replaced like any pooled connection."""
+    pg_cleaner.clean()
+    admin: psycopg.Connection[tuple[object, ...]] = pg_cleaner.conn
+
+    async def body() -> None:
+        store = PostgresStore(pg_url)
+        await store.open("worker-a")
+        try:
+            async with store.sessions.conn() as first, store.sessions.conn() as second:
+                pids = {first.info.backend_pid, second.info.backend_pid}
+            assert len(pids) == 2  # two in use at once: two sessions, one of them now warm
+            seen = set()
+            for i in range(5):
+                await store.create_run(
+                    NewRun(f"r{i}", "wf", b""), owner=None, lease_expires=0, now=NOW
+                )
+                async with store.sessions.conn() as conn:
+                    seen.add(conn.info.backend_pid)
+            assert len(seen) == 1 and seen <= pids, (seen, pids)
+            [warm] = seen
+            admin.execute("SELECT pg_terminate_backend(%s)", (warm,))
+            deadline = time.monotonic() + 5
+            while admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (warm,)
+            ).fetchone():
+                assert time.monotonic() < deadline, "the server process never ended"
+                await asyncio.sleep(0.01)
+            created, _ = await store.create_run(
+                NewRun("after", "wf", b""), owner=None, lease_expires=0, now=NOW
+            )
+            assert created
+            async with store.sessions.conn() as conn:
+                assert conn.info.backend_pid != warm
+        finally:
+            await store.close()
+
+    asyncio.run(body())
