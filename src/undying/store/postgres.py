@@ -48,18 +48,14 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
 from .base import (
     CANCELLED,
     CLOSE_STREAM,
-    PENDING,
     PUBLISH,
     RUNNING,
     Claim,
     Entry,
     EventRecord,
-    NewRun,
     QueueLimits,
     RunFilter,
     RunRecord,
-    ScheduleRecord,
-    Store,
     StreamAppend,
     StreamInfo,
     StreamPage,
@@ -68,14 +64,13 @@ from .base import (
     UsageTotal,
     child_event_name,
     fence_error,
-    schedule_params,
     stream_page,
     stream_refusal,
-    tick_params,
     usage_params,
     wait_key,
 )
 from .migrations import Ledger, migrate
+from .pg_runs import RUN_ROWS, PostgresRunsAndSchedules
 from .pg_session import STREAM_NOTE, Conn, Sessions, records, redact, retried_once
 from .sqlfiles import migrations, queries
 
@@ -90,13 +85,11 @@ FENCE_SQLSTATE = "UD001"
 Cursor = AsyncCursor[Any]
 #: statements whose row counts decide whether a fenced write went through
 Checks = list[tuple[Cursor, int]]
-RUN_ROWS = records(RunRecord)
 ENTRY_ROWS = records(Entry)
 EVENT_ROWS = records(EventRecord)
-SCHEDULE_ROWS = records(ScheduleRecord)
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresRunsAndSchedules):
     """A store on one PostgreSQL database, shared by every worker.
 
     Every method that runs statements on the pool is ``retried_once``: a statement that
@@ -189,89 +182,6 @@ class PostgresStore(Store):
         return fence_error(run_id, epoch, None if row is None else int(row[0]))
 
     # -- runs -----------------------------------------------------------------------------------
-    @retried_once
-    async def create_run(
-        self, run: NewRun, *, owner: str | None, lease_expires: float, now: float
-    ) -> tuple[bool, RunRecord]:
-        params = self._run_params(run, owner, lease_expires, now)
-        async with self._conn() as conn:
-            cur = conn.cursor(row_factory=RUN_ROWS)
-            if run.dedup_key is None:
-                await cur.execute(self._q["insert_run"], params, prepare=True)
-                created = await cur.fetchone()
-            else:
-                # Retention may delete the key's holder (an ended run) between our statements;
-                # then the key is free again, and the next round takes it.
-                for _ in range(3):
-                    async with conn.transaction():
-                        holder = await self._hold_dedup_key(conn, run, now)
-                        if holder is None:
-                            await cur.execute(self._q["insert_run"], params)
-                            created = await cur.fetchone()
-                            break
-                        await cur.execute(self._q["get_run"], (holder,))
-                        found = await cur.fetchone()
-                    if found is not None:
-                        return False, found
-                else:
-                    raise StoreError(
-                        f"could not start {run.run_id!r}: the run holding dedup key "
-                        f"{run.dedup_key!r} kept being deleted while it was read; retry"
-                    )
-            if created is not None:
-                return True, created
-            await cur.execute(self._q["get_run"], (run.run_id,), prepare=True)
-            existing = await cur.fetchone()
-        assert existing is not None, "a run that conflicted on insert cannot vanish (runs are kept)"
-        return False, existing
-
-    def _run_params(
-        self, run: NewRun, owner: str | None, lease_expires: float, now: float
-    ) -> dict[str, Any]:
-        """The ``insert_run`` parameters of a new run (claimed at once when it has an owner)."""
-        status, epoch = (RUNNING, 1) if owner else (PENDING, 0)
-        return {
-            "run_id": run.run_id,
-            "workflow": run.workflow,
-            "status": status,
-            "input": run.input,
-            "owner": owner,
-            "lease_expires": lease_expires if owner else None,
-            "epoch": epoch,
-            "parent_id": run.parent_id,
-            "queue": run.queue,
-            "priority": run.priority,
-            "deadline": run.deadline,
-            "concurrency_key": run.concurrency_key,
-            "now": now,
-            "token": self._token,
-        }
-
-    async def fork_run(self, run: NewRun, src_run_id: str, before_seq: int, now: float) -> bool:
-        params = self._run_params(run, None, now, now)
-        streams = {"src": src_run_id, "dst": run.run_id, "before": before_seq}
-        async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(self._q["insert_run"], params)
-            if await cur.fetchone() is None:
-                return False
-            await conn.execute(self._q["copy_journal"], (run.run_id, src_run_id, before_seq))
-            await conn.execute(self._q["copy_streams"], streams)
-        return True
-
-    async def _hold_dedup_key(self, conn: Conn, run: NewRun, now: float) -> str | None:
-        """Take ``run``'s dedup key for it (in the caller's transaction); the id of the run
-        that holds it instead, if another one does."""
-        key = {"workflow": run.workflow, "key": run.dedup_key}
-        params = {**key, "run_id": run.run_id, "until": run.dedup_until, "now": now}
-        cur = await conn.execute(self._q["hold_dedup_key"], params)
-        if await cur.fetchone() is not None:
-            return None
-        cur = await conn.execute(self._q["dedup_holder"], key)
-        row = await cur.fetchone()
-        # No row: retention deleted the key (and its ended run) since the statement above;
-        # "" names no run, so the caller finds none and tries again.
-        return "" if row is None else str(row[0])
-
     @retried_once
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self._conn() as conn:
@@ -607,49 +517,6 @@ class PostgresStore(Store):
             return
         async with self._conn() as conn:
             await conn.execute(self._q["delete_blobs"], (list(hashes), written_before))
-
-    # -- schedules -------------------------------------------------------------------------------
-    @retried_once
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        async with self._conn() as conn, conn.cursor(row_factory=SCHEDULE_ROWS) as cur:
-            await cur.execute(self._q["list_schedules"])
-            return await cur.fetchall()
-
-    @retried_once
-    async def register_schedules(
-        self, schedules: Sequence[ScheduleRecord], now: float
-    ) -> list[ScheduleRecord]:
-        async with self._conn() as conn, conn.cursor() as cur:
-            await cur.executemany(
-                self._q["register_schedule"], [schedule_params(s, now) for s in schedules]
-            )
-        names = {s.name for s in schedules}
-        return [s for s in await self.list_schedules() if s.name in names]
-
-    @retried_once
-    async def fire_tick(
-        self,
-        name: str,
-        tick: float,
-        run: NewRun,
-        *,
-        owner: str | None,
-        lease_expires: float,
-        now: float,
-    ) -> RunRecord | None:
-        params = {**tick_params(name, tick, run, owner, lease_expires, now), "token": self._token}
-        async with self._conn() as conn, conn.cursor(row_factory=RUN_ROWS) as cur:
-            await cur.execute(self._q["fire_tick"], params, prepare=True)
-            return await cur.fetchone()
-
-    @retried_once
-    async def set_schedule_paused(self, name: str, paused: bool, now: float) -> bool | None:
-        params = {"name": name, "paused": paused, "now": now}
-        async with self._conn() as conn:
-            cur = await conn.execute(self._q["pause_schedule"], params)
-            row = await cur.fetchone()
-        exists, changed = (0, 0) if row is None else row
-        return bool(changed) if exists else None
 
     # -- blobs -----------------------------------------------------------------------------------
     @retried_once
