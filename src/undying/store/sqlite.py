@@ -59,7 +59,7 @@ from .base import (
 from .migrations import Ledger, migrate
 from .rows import record_maker
 from .sqlfiles import migrations, queries
-from .sqlite_file import RECOVER, check_writable, open_error
+from .sqlite_file import RECOVER, check_writable, enable_wal, open_error
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: how long one statement waits for another process's write lock before it fails (and the
@@ -153,7 +153,7 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise open_error(self.path, exc, self.busy_timeout) from exc
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(db, self.busy_timeout)
             db.execute(f"PRAGMA synchronous={self._sync}")
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             db.execute("PRAGMA foreign_keys=OFF")
